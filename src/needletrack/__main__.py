@@ -1,0 +1,5 @@
+import sys
+
+from needletrack.cli import main
+
+sys.exit(main())

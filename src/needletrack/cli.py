@@ -1,0 +1,83 @@
+"""The `needletrack` command: one entry point, one module per subcommand in needletrack.commands."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# subcommand name -> module under needletrack.commands (each defines HELP, add_arguments, run)
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "info": "info",
+    "validate": "validate",
+    "evaluate": "evaluate",
+    "simulate": "simulate",
+    "models": "models",
+    "track": "track",
+    "train": "train",
+    "benchmark": "benchmark",
+    "export-onnx": "export_onnx",
+    "serve-igtl": "serve_igtl",
+    "serve-web": "serve_web",
+    "tables": "tables",
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(f"needletrack.commands.{module}")
+    except ModuleNotFoundError as e:
+        if e.name == f"needletrack.commands.{module}":
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from needletrack import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="needletrack",
+        description="Find and follow a biopsy needle in 2D ultrasound video (STNAN memory network).",
+    )
+    parser.add_argument("--version", action="version", version=f"needletrack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        mod = _load(module)
+        if mod is None:
+            continue
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from needletrack.errors import NeedletrackError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args._run(args)
+    except NeedletrackError as e:
+        print(f"needletrack {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"needletrack {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # noqa: BLE001 - last line of defence: one line, unless debugging
+        if os.environ.get("NEEDLETRACK_DEBUG"):
+            raise
+        print(f"needletrack {args.command}: internal error: {type(e).__name__}: {e} "
+              "(set NEEDLETRACK_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
