@@ -28,28 +28,24 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def read_gray(path: Path) -> np.ndarray:
-    import cv2
+    """Image file -> H×W uint8 gray (RGB converted, 16-bit scaled by v*255/65535)."""
+    from needletrack.io.folder import read_image_u8
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError("cannot read image (missing, truncated or not an image)", path)
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
-    return img
+    return read_image_u8(Path(path))
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Read a mask as bool (values >= 128 are needle)."""
-    return read_gray(path) >= MASK_THRESHOLD
+def read_mask(path: Path, shape=None) -> np.ndarray:
+    """Read a mask as bool (values >= 128 are needle); ``shape`` (H, W) checks the size."""
+    from needletrack.io.masks import read_mask as _read_mask
+
+    return _read_mask(path, shape)
 
 
 def mask_to_png(mask: np.ndarray) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.dtype == bool:
-        return m.astype(np.uint8) * 255
-    return np.where(m >= MASK_THRESHOLD if m.dtype == np.uint8 else m > 0.5, 255, 0).astype(np.uint8)
+    """bool / {0,1} / 0..255 / float probability mask -> 0/255 uint8 (see needletrack.io.masks)."""
+    from needletrack.io.masks import mask_to_u8
+
+    return mask_to_u8(mask)
 
 
 @dataclass

@@ -1,0 +1,261 @@
+"""`needletrack models`: list the model presets with parameters, GFLOPs and CPU time of a streaming step."""
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "List model presets: params, GFLOPs and CPU ms per frame of the streaming step."
+
+PAPER_KEYS = ("name", "encoder_depths", "flow_window", "input_size", "params", "gflops", "cpu_ms_per_frame")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object per preset (a JSON list)")
+    p.add_argument("--names", default=None,
+                   help="comma-separated preset names or globs (default: every memory-model preset; "
+                        "'all' adds the per-frame baselines)")
+    p.add_argument("--no-timing", action="store_true", help="skip the CPU timing (cpu_ms_per_frame = null)")
+    p.add_argument("--steps", type=int, default=10, help="timed streaming steps per preset (default 10)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for timing (default 2)")
+    p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
+                   help="time eager PyTorch (default) or the same step exported to onnxruntime")
+
+
+def _streaming_inputs(model, cfg, size=None):
+    import torch
+
+    s = size or cfg.input_size
+    h = s // 16
+    n = cfg.mem_frames * h * h
+    img = torch.rand(1, 1, s, s)
+    mask = (torch.rand(1, 1, s, s) > 0.9).float()
+    with torch.no_grad():
+        q = model.encode_key(img)
+    mem_key = torch.randn(1, cfg.key_dim, n)
+    mem_val = torch.randn(1, cfg.value_dim, n)
+    return img, mask, q.raw16, mem_key, mem_val
+
+
+def streaming_step(model, img, mask, prev, mem_key, mem_val, with_value: bool):
+    """One tracker step: key (+flow), memory read (top-k), decoder, and the value encoder if asked."""
+    q = model.encode_key(img, prev) if model.is_memory_model else None
+    if q is None:
+        return model(img)
+    r = model.read_memory(mem_key, mem_val, q.key, top_k=model.cfg.top_k)
+    logit = model.segment(r, q)
+    if with_value:
+        model.encode_value(img, torch_sigmoid(logit), q.f16)
+    return logit
+
+
+def torch_sigmoid(x):
+    import torch
+
+    return torch.sigmoid(x)
+
+
+def count_gflops(model, cfg) -> float:
+    """FLOPs (torch.utils.flop_counter: 2 per multiply-add) of one streaming step at the input size, with
+    the value encoder counted once every ``mem_every`` frames."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s = cfg.input_size
+    if not model.is_memory_model:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(torch.rand(1, 1, s, s))
+        return fc.get_total_flops() / 1e9
+    img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            q = model.encode_key(img, prev)
+            r = model.read_memory(mk, mv, q.key, top_k=cfg.top_k)
+            model.segment(r, q)
+        step = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            model.encode_value(img, mask, q.f16)
+        value = fc.get_total_flops()
+    return (step + value / max(1, cfg.mem_every)) / 1e9
+
+
+def time_torch(model, cfg, steps: int = 10, warmup: int = 2) -> dict:
+    import time
+
+    import numpy as np
+    import torch
+
+    img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            streaming_step(model, img, mask, prev, mk, mv, with_value=(i % max(1, cfg.mem_every) == 0))
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    t = np.asarray(times)
+    return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+
+
+class _StepGraph:
+    """The streaming step as two ONNX graphs: step (key+flow, read, decoder) and value encoder."""
+
+    def __init__(self, model, cfg, threads: int = 2):
+        import tempfile
+        from pathlib import Path
+
+        import onnxruntime as ort
+        import torch
+        from torch import nn
+
+        self.cfg = cfg
+        img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
+        top_k = cfg.top_k
+
+        class Step(nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, image, prev, mem_key, mem_val):
+                q = self.m.encode_key(image, prev)
+                r = self.m.read_memory(mem_key, mem_val, q.key, top_k=top_k)
+                return self.m.segment(r, q), q.key, q.f16, q.raw16
+
+        class Value(nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, image, mask, f16):
+                return self.m.encode_value(image, mask, f16)
+
+        with torch.no_grad():
+            f16 = model.encode_key(img, prev).f16
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.inputs = {"image": img.numpy(), "prev": prev.numpy(), "mem_key": mk.numpy(), "mem_val": mv.numpy()}
+        self.vinputs = {"image": img.numpy(), "mask": mask.numpy(), "f16": f16.numpy()}
+        with tempfile.TemporaryDirectory() as d:
+            p1, p2 = Path(d) / "step.onnx", Path(d) / "value.onnx"
+            export_onnx(Step(model), (img, prev, mk, mv), p1, ["image", "prev", "mem_key", "mem_val"],
+                        ["logit", "key", "f16", "raw16"])
+            export_onnx(Value(model), (img, mask, f16), p2, ["image", "mask", "f16"], ["value"])
+            self.step = ort.InferenceSession(str(p1), so, providers=["CPUExecutionProvider"])
+            self.value = ort.InferenceSession(str(p2), so, providers=["CPUExecutionProvider"])
+        # the exporter drops unused inputs (prev without flow)
+        self.inputs = {i.name: self.inputs[i.name] for i in self.step.get_inputs()}
+        self.vinputs = {i.name: self.vinputs[i.name] for i in self.value.get_inputs()}
+
+    def run(self, with_value: bool):
+        out = self.step.run(None, self.inputs)
+        if with_value:
+            self.value.run(None, self.vinputs)
+        return out
+
+
+def export_onnx(module, args, path, input_names, output_names) -> None:
+    """torch.onnx.export with the TorchScript exporter (opset 17; onnxscript is not installed here)."""
+    import warnings
+
+    import torch
+
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
+                          opset_version=17, dynamo=False, do_constant_folding=True)
+
+
+def time_onnx(model, cfg, steps: int = 30, warmup: int = 3, threads: int = 2) -> dict:
+    import time
+
+    import numpy as np
+
+    g = _StepGraph(model, cfg, threads)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        g.run(with_value=(i % max(1, cfg.mem_every) == 0))
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    t = np.asarray(times)
+    return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+
+
+def measure(cfg, timing: bool = True, steps: int = 10, engine: str = "torch", threads: int = 2) -> dict:
+    """One table row for a ModelConfig (or preset name)."""
+    import torch
+
+    from needletrack.models import build_model, get_config
+
+    cfg = get_config(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    row = {
+        "name": cfg.name,
+        "arch": cfg.arch,
+        "key_encoder": cfg.key_encoder if cfg.is_memory_model else None,
+        "encoder_depths": list(cfg.encoder_depths) if cfg.is_memory_model and cfg.key_encoder == "cmt" else None,
+        "flow_window": cfg.flow_window if cfg.is_memory_model else None,
+        "input_size": cfg.input_size,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "gflops": round(count_gflops(model, cfg), 4),
+        "cpu_ms_per_frame": None,
+    }
+    if timing:
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            if engine == "onnxruntime" and cfg.is_memory_model:
+                t = time_onnx(model, cfg, steps=max(steps, 10), threads=threads)
+            else:
+                t = time_torch(model, cfg, steps=steps)
+        finally:
+            torch.set_num_threads(old)
+        row.update(cpu_ms_per_frame=round(t["mean"], 2), cpu_ms_p99=round(t["p99"], 2), engine=engine,
+                   threads=threads)
+    return row
+
+
+def _select(names: str | None) -> list[str]:
+    from needletrack.errors import NeedletrackError
+    from needletrack.models import get_config, list_presets
+
+    if not names:
+        return [n for n in list_presets() if get_config(n).is_memory_model]
+    if names.strip() == "all":
+        return list_presets()
+    out = []
+    for pat in [p.strip() for p in names.split(",") if p.strip()]:
+        hits = list_presets(pat)
+        if not hits:
+            get_config(pat)  # raises the "unknown preset" error with suggestions
+            raise NeedletrackError(f"no preset matches '{pat}'")
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def run(args) -> int:
+    from needletrack.errors import NeedletrackError
+
+    if args.steps < 1 or args.threads < 1:
+        raise NeedletrackError("--steps and --threads must be >= 1")
+    names = _select(args.names)
+    rows = []
+    for n in names:
+        row = measure(n, timing=not args.no_timing, steps=args.steps, engine=args.engine, threads=args.threads)
+        rows.append(row)
+        if not args.json:
+            if len(rows) == 1:
+                print(f"{'name':28s} {'depths':>12s} {'win':>4s} {'size':>5s} {'params(M)':>10s} {'GFLOPs':>8s} "
+                      f"{'ms/frame':>9s}")
+            d = "-".join(map(str, row["encoder_depths"])) if row["encoder_depths"] else "resnet"
+            ms = f"{row['cpu_ms_per_frame']:.1f}" if row["cpu_ms_per_frame"] is not None else "-"
+            print(f"{n:28s} {d:>12s} {str(row['flow_window'] or '-'):>4s} {row['input_size']:5d} "
+                  f"{row['params'] / 1e6:10.2f} {row['gflops']:8.2f} {ms:>9s}", flush=True)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+    return 0

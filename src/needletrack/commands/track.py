@@ -1,0 +1,57 @@
+"""`needletrack track INPUT --out DIR [--first-mask PNG | --first-line X0,Y0,X1,Y1 | --auto] [--model NAME|PATH]`."""
+from __future__ import annotations
+
+HELP = "track the needle through a cine loop (video, DICOM, image folder, .mha) from a first-frame prompt"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("input", metavar="INPUT", help="video file, DICOM file, image folder or PLUS .mha")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: masks/, needle.csv, overlay.mp4, summary.json")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--first-mask", metavar="PNG", help="needle mask of the first frame (0/255, frame size)")
+    g.add_argument("--first-line", metavar="X0,Y0,X1,Y1",
+                   help="the shaft on the first frame as a line (pixels); drawn at the shaft's width")
+    g.add_argument("--auto", action="store_true",
+                   help="find the needle without a prompt (training-free line detector); frames before it "
+                        "is found are reported as not visible")
+    p.add_argument("--model", default="default", metavar="NAME|PATH",
+                   help="shipped model name, checkpoint (.safetensors) or .onnx file (default: default)")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
+                   help="inference engine (auto: onnx for .onnx files, else torch)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    from needletrack.errors import NeedletrackError
+    from needletrack.track.pipeline import parse_line, track_to_folder
+
+    first_line = parse_line(args.first_line) if args.first_line else None
+    if not (args.first_mask or first_line or args.auto):
+        raise NeedletrackError("the first frame needs a prompt: --first-mask PNG, --first-line X0,Y0,X1,Y1 "
+                               "or --auto")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise NeedletrackError("--max-frames must be >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from needletrack.track import Tracker
+
+    tracker = Tracker.from_pretrained(args.model, device=args.device, engine=args.engine)
+    summary = track_to_folder(args.input, args.out, tracker, first_mask=args.first_mask, first_line=first_line,
+                              auto=args.auto, overlay=not args.no_overlay, max_frames=args.max_frames,
+                              progress=not args.quiet and sys.stderr.isatty(), model_name=str(args.model))
+    brief = {k: summary[k] for k in ("frames", "visible_frames", "first_found_frame", "ms_per_frame_mean")}
+    print(f"tracked {summary['frames']} frames -> {args.out}  " + json.dumps(brief))
+    for note in summary.get("notes", []):
+        if "found no needle" in note:
+            print(f"warning: {note}", file=sys.stderr)
+    return 0

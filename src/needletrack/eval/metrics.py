@@ -1,0 +1,278 @@
+"""The metrics of DESIGN §3, one definition everywhere.
+
+* The given first frame of a sequence is never scored (``update(..., first=True)`` skips it).
+* Over the scored frames, TP, FP and FN are summed over pixels ("pooled" / micro):
+  IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), Precision = TP/(TP+FP), Recall = TP/(TP+FN),
+  F1 = 2PR/(P+R) (equal to Dice). A ratio whose denominator is 0 is 1.0 when TP = FP = FN = 0 (nothing
+  to find and nothing found) and 0.0 otherwise (so F1 stays equal to Dice).
+* ``per_frame_iou``: mean IoU over scored frames whose ground truth is non-empty (null if none).
+* ``empty_frame_accuracy``: share of scored frames with empty ground truth predicted empty (null if none).
+* ``tip_error_px`` / ``tip_error_mm`` / ``angle_error_deg``: means over scored frames where both masks are
+  non-empty. Geometry comes from :func:`needletrack.geometry.needle_from_mask`; the prediction uses the
+  ground truth's entry side so that "tip" means the same end. mm uses the sequence's pixel spacing
+  ``[row, col]`` in mm and is null when unknown. Angle error is the difference of line orientations (0..90).
+* ``frames``: number of scored frames.
+
+Overall figures pool every scored frame of every sequence (they are not means of sequence figures).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from needletrack.errors import InputError
+from needletrack.geometry import angle_difference_deg, needle_from_mask
+
+RESULT_KEYS = ("iou", "dice", "precision", "recall", "f1", "per_frame_iou", "empty_frame_accuracy",
+               "tip_error_px", "tip_error_mm", "angle_error_deg", "frames")
+
+
+def _ratio(num: float, den: float, all_zero: bool) -> float:
+    if den == 0:
+        return 1.0 if all_zero else 0.0
+    return float(num) / float(den)
+
+
+def confusion(pred, gt) -> tuple[int, int, int]:
+    """(TP, FP, FN) pixel counts of two boolean masks of the same shape."""
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gt, dtype=bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
+    tp = int(np.count_nonzero(p & g))
+    return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(g)) - tp
+
+
+def scores_from_counts(tp: int, fp: int, fn: int) -> dict:
+    """IoU, Dice, Precision, Recall, F1 from pooled counts (zero-denominator rule in the module doc)."""
+    z = tp == 0 and fp == 0 and fn == 0
+    p = _ratio(tp, tp + fp, z)
+    r = _ratio(tp, tp + fn, z)
+    return {
+        "iou": _ratio(tp, tp + fp + fn, z),
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, z),
+        "precision": p,
+        "recall": r,
+        "f1": _ratio(2 * p * r, p + r, z),
+    }
+
+
+def frame_iou(pred, gt) -> float:
+    tp, fp, fn = confusion(pred, gt)
+    return scores_from_counts(tp, fp, fn)["iou"]
+
+
+def parse_spacing(value, source: object = None) -> tuple[float, float] | None:
+    """``[row, col]`` spacing in mm from meta.json (a list of two positive numbers, one number, or null)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value, value]
+    try:
+        sy, sx = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"pixel_spacing_mm must be [row_mm, col_mm], got {value!r}", source) from None
+    if not (sy > 0 and sx > 0 and math.isfinite(sy) and math.isfinite(sx)):
+        raise InputError(f"pixel_spacing_mm must be positive, got {value!r}", source)
+    return sy, sx
+
+
+@dataclass
+class MetricAccumulator:
+    """Streaming accumulator of the DESIGN §3 metrics for one sequence (or, by ``merge``, a whole set).
+
+    ``acc.update(pred_bool, gt_bool, first=False)`` per frame, then ``acc.result()``.
+    ``pixel_spacing_mm``: ``[row, col]`` mm, or None; ``entry_side`` overrides the tip rule for both masks.
+    """
+
+    pixel_spacing_mm: tuple[float, float] | None = None
+    entry_side: str | None = None
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    frames: int = 0
+    iou_sum: float = 0.0
+    nonempty_frames: int = 0
+    empty_frames: int = 0
+    empty_correct: int = 0
+    tip_px_sum: float = 0.0
+    tip_mm_sum: float = 0.0
+    tip_frames: int = 0
+    tip_mm_frames: int = 0
+    angle_sum: float = 0.0
+
+    def __post_init__(self):
+        if self.pixel_spacing_mm is not None:
+            self.pixel_spacing_mm = parse_spacing(self.pixel_spacing_mm)
+
+    def update(self, pred, gt, first: bool = False) -> dict | None:
+        """Score one frame. Returns the frame's own figures (None for the unscored first frame)."""
+        if first:
+            return None
+        p = np.asarray(pred, dtype=bool)
+        g = np.asarray(gt, dtype=bool)
+        tp, fp, fn = confusion(p, g)
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+        self.frames += 1
+        rec = {"tp": tp, "fp": fp, "fn": fn, "iou": None, "tip_error_px": None, "tip_error_mm": None,
+               "angle_error_deg": None}
+        gt_empty = (tp + fn) == 0
+        if gt_empty:
+            self.empty_frames += 1
+            if fp == 0:
+                self.empty_correct += 1
+            return rec
+        iou = tp / (tp + fp + fn)
+        rec["iou"] = iou
+        self.iou_sum += iou
+        self.nonempty_frames += 1
+        if tp + fp == 0:
+            return rec
+        gg = needle_from_mask(g, entry_side=self.entry_side)
+        pg = needle_from_mask(p, entry_side=gg.entry_side)
+        dx = pg.tip[0] - gg.tip[0]
+        dy = pg.tip[1] - gg.tip[1]
+        tip_px = math.hypot(dx, dy)
+        ang = angle_difference_deg(pg.angle_deg, gg.angle_deg)
+        self.tip_frames += 1
+        self.tip_px_sum += tip_px
+        self.angle_sum += ang
+        rec["tip_error_px"] = tip_px
+        rec["angle_error_deg"] = ang
+        if self.pixel_spacing_mm is not None:
+            sy, sx = self.pixel_spacing_mm
+            tip_mm = math.hypot(dx * sx, dy * sy)
+            self.tip_mm_sum += tip_mm
+            self.tip_mm_frames += 1
+            rec["tip_error_mm"] = tip_mm
+        return rec
+
+    def merge(self, other: "MetricAccumulator") -> "MetricAccumulator":
+        """Add another accumulator's counts into this one (for overall figures); returns self."""
+        for f in fields(self):
+            if f.name in ("pixel_spacing_mm", "entry_side"):
+                continue
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def result(self) -> dict:
+        """The keys of RESULT_KEYS plus the raw counts tp, fp, fn (null where undefined)."""
+        out = scores_from_counts(self.tp, self.fp, self.fn)
+        out["per_frame_iou"] = self.iou_sum / self.nonempty_frames if self.nonempty_frames else None
+        out["empty_frame_accuracy"] = self.empty_correct / self.empty_frames if self.empty_frames else None
+        out["tip_error_px"] = self.tip_px_sum / self.tip_frames if self.tip_frames else None
+        out["tip_error_mm"] = self.tip_mm_sum / self.tip_mm_frames if self.tip_mm_frames else None
+        out["angle_error_deg"] = self.angle_sum / self.tip_frames if self.tip_frames else None
+        out["frames"] = self.frames
+        out["tp"], out["fp"], out["fn"] = self.tp, self.fp, self.fn
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Folder evaluation: PRED_DIR against a data set root (DESIGN §3 folder format)
+
+def _pred_folder_for(pred_dir: Path, seq_name: str, single: bool) -> Path:
+    candidates = []
+    if single:
+        candidates += [pred_dir / "masks", pred_dir]
+    candidates += [pred_dir / seq_name / "masks", pred_dir / seq_name]
+    for c in candidates:
+        if c.is_dir() and _has_images(c):
+            return c
+    raise InputError(f"no predicted masks for sequence '{seq_name}' (looked for "
+                     f"{seq_name}/masks/*.png or {seq_name}/*.png)", pred_dir)
+
+
+def _has_images(folder: Path) -> bool:
+    from needletrack.data.folder import IMAGE_EXTS
+
+    return any(p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
+
+
+def evaluate_sequence(pred_folder: Path, seq, accumulate: MetricAccumulator | None = None) -> MetricAccumulator:
+    """Score the predicted masks in ``pred_folder`` against ``seq`` (a data.folder.Sequence).
+
+    Predicted masks are matched to ground-truth masks by file stem (``00007.png`` ↔ ``00007.png``; any
+    image extension). The first frame (first file in frames/) is not scored and may be absent from the
+    prediction. Frames without a ground-truth mask (sparse annotation) are not scored either.
+    """
+    from needletrack.data.folder import IMAGE_EXTS, read_mask
+
+    if seq.mask_paths is None or not seq.mask_paths:
+        raise InputError("ground-truth sequence has no masks", seq.path / "masks")
+    meta = seq.meta or {}
+    spacing = parse_spacing(meta.get("pixel_spacing_mm"), seq.path / "meta.json")
+    entry = meta.get("entry_side")
+    if entry is not None and entry not in ("left", "right", "top"):
+        raise InputError(f"entry_side must be left, right or top, got {entry!r}", seq.path / "meta.json")
+    acc = MetricAccumulator(pixel_spacing_mm=spacing, entry_side=entry)
+    preds = {p.stem: p for p in pred_folder.iterdir()
+             if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")}
+    first_stem = seq.frame_paths[0].stem  # the given first frame: never scored
+    scored = [m for m in seq.mask_paths if m.stem != first_stem]
+    missing = [m.stem for m in scored if m.stem not in preds]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)" if len(missing) > 3 else "")
+        raise InputError(f"prediction folder is missing frames {shown} of sequence '{seq.name}'", pred_folder)
+    for mpath in scored:
+        gt = read_mask(mpath)
+        pred = read_mask(preds[mpath.stem])
+        if pred.shape != gt.shape:
+            raise InputError(f"mask size {pred.shape[1]}x{pred.shape[0]} differs from the ground truth "
+                             f"{gt.shape[1]}x{gt.shape[0]} ({mpath})", preds[mpath.stem])
+        acc.update(pred, gt)
+    if accumulate is not None:
+        accumulate.merge(acc)
+    return acc
+
+
+def evaluate_dirs(pred_dir, gt_root) -> dict:
+    """``{"overall": {...}, "sequences": {name: {...}}}`` for PRED_DIR against GT_ROOT.
+
+    PRED_DIR layouts: ``PRED_DIR/<seq>/masks/00000.png`` or ``PRED_DIR/<seq>/00000.png``; when GT_ROOT is a
+    single sequence folder, also ``PRED_DIR/masks/00000.png`` or ``PRED_DIR/00000.png``.
+    """
+    from needletrack.data.folder import list_sequences, read_sequence
+
+    pred_dir = Path(pred_dir)
+    gt_root = Path(gt_root)
+    if not pred_dir.is_dir():
+        raise InputError("no such folder" if not pred_dir.exists() else "not a folder", pred_dir)
+    seq_paths = list_sequences(gt_root)
+    single = len(seq_paths) == 1 and seq_paths[0] == gt_root
+    overall = MetricAccumulator()
+    sequences = {}
+    for sp in seq_paths:
+        seq = read_sequence(sp)
+        folder = _pred_folder_for(pred_dir, seq.name, single)
+        acc = evaluate_sequence(folder, seq, overall)
+        sequences[seq.name] = acc.result()
+    return {"overall": overall.result(), "sequences": sequences}
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of an evaluate_dirs() result."""
+    cols = [("iou", "IoU"), ("dice", "Dice"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"),
+            ("per_frame_iou", "fIoU"), ("empty_frame_accuracy", "EmptyAcc"), ("tip_error_px", "Tip px"),
+            ("tip_error_mm", "Tip mm"), ("angle_error_deg", "Angle"), ("frames", "Frames")]
+    rows = [(name, r) for name, r in result["sequences"].items()] + [("OVERALL", result["overall"])]
+    w0 = max(8, *(len(n) for n, _ in rows))
+
+    def fmt(v, key):
+        if v is None:
+            return "-"
+        if key == "frames":
+            return str(v)
+        return f"{v:.2f}" if key in ("tip_error_px", "tip_error_mm", "angle_error_deg") else f"{v:.3f}"
+
+    widths = [max(len(h), 6) for _, h in cols]
+    lines = ["sequence".ljust(w0) + "  " + "  ".join(h.rjust(wd) for (_, h), wd in zip(cols, widths))]
+    for name, r in rows:
+        lines.append(name.ljust(w0) + "  " + "  ".join(fmt(r.get(k), k).rjust(wd)
+                                                       for (k, _), wd in zip(cols, widths)))
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""Procedural breast anatomy as an echogenicity map on the beam-coordinate canvas.
+
+Layers from the probe down: optional gel stand-off, skin (bright entry echo, dermis), subcutaneous
+fat with lobules, Cooper's ligaments (bright curved lines: needle-like distractors), fibroglandular
+tissue (bright, mottled, with fat islands), retromammary fat, pectoral fascia and muscle (striated),
+sometimes a rib (bright arc, full shadow). A hypoechoic irregular lesion is the biopsy target, with
+posterior shadowing or enhancement. Extra straight bright lines (fascia, old tracks) are optional
+hard negatives.
+
+Intensities are linear echo power relative to glandular tissue (= 1). Returned maps:
+``echo`` (speckled, multiplies the scatterer power) and ``spec`` (specular, added without speckle).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from needletrack.sim.motion import smooth_noise
+
+
+def _u(rng, r) -> float:
+    lo, hi = float(r[0]), float(r[1])
+    return lo if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _ui(rng, r) -> int:
+    return int(rng.integers(int(r[0]), int(r[1]) + 1))
+
+
+def lowfreq(rng, shape, cell_y: float, cell_x: float) -> np.ndarray:
+    """Smooth zero-mean unit-ish noise with correlation lengths ``cell_y`` x ``cell_x`` px."""
+    H, W = shape
+    gh = max(int(H / max(cell_y, 1)) + 3, 3)
+    gw = max(int(W / max(cell_x, 1)) + 3, 3)
+    g = rng.standard_normal((gh, gw)).astype(np.float32)
+    return cv2.resize(g, (W, H), interpolation=cv2.INTER_CUBIC)
+
+
+def _curve(rng, n, base, amp, knot_px):
+    return base + smooth_noise(rng, n, 1.0, knot_px, amp)
+
+
+@dataclass
+class Anatomy:
+    echo: np.ndarray          # Hc x Wc float32
+    spec: np.ndarray          # Hc x Wc float32
+    lesion: np.ndarray | None  # Hc x Wc bool (target) or None
+    target: tuple             # (cx, cy) canvas px of the biopsy target
+    ref: float                # typical tissue echo power (for needle calibration)
+
+
+def _bezier(p0, p1, p2, n=24):
+    t = np.linspace(0, 1, n)[:, None]
+    return ((1 - t) ** 2) * p0 + 2 * (1 - t) * t * p1 + (t ** 2) * p2
+
+
+def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
+    Hc, Wc = shape
+    mm = 1.0 / sp                                  # px per mm
+    rows = np.arange(Hc, dtype=np.float32)[:, None]
+    echo = np.zeros(shape, np.float32)
+    spec = np.zeros(shape, np.float32)
+    lines = np.zeros(shape, np.float32)            # thin bright reflectors, split between echo and spec
+
+    top = margin + (rng.uniform(0.0, 1.2) * mm if rng.random() < 0.3 else 0.0)   # gel stand-off
+    skin = _u(rng, cfg.skin_mm) * mm
+    fat_t = _u(rng, cfg.fat_frac) * depth_px
+    gland_t = _u(rng, cfg.gland_frac) * depth_px
+    b_skin = _curve(rng, Wc, top + skin, 0.3 * mm, 40 * mm)
+    b_fat = _curve(rng, Wc, top + skin + fat_t, rng.uniform(0.5, 3.0) * mm, rng.uniform(6, 20) * mm)
+    b_gland = _curve(rng, Wc, top + skin + fat_t + gland_t, rng.uniform(1.0, 5.0) * mm, rng.uniform(6, 20) * mm)
+    b_gland = np.maximum(b_gland, b_fat + 2 * mm)
+    retro = rng.uniform(1.0, 4.0) * mm
+    muscle = rng.random() < cfg.muscle_prob
+    b_fascia = b_gland + retro
+    if not muscle:
+        b_fascia = b_fascia + 10 * depth_px            # below the image
+
+    fat_lvl = rng.uniform(0.06, 0.16)
+    gland_lvl = rng.uniform(0.7, 1.3)
+    dermis_lvl = rng.uniform(0.3, 0.7)
+    muscle_lvl = rng.uniform(0.12, 0.3)
+
+    echo[:] = fat_lvl
+    in_gland = (rows >= b_fat[None, :]) & (rows < b_gland[None, :])
+    tex = np.exp(0.55 * lowfreq(rng, shape, rng.uniform(1.0, 3.0) * mm, rng.uniform(3.0, 8.0) * mm))
+    echo[in_gland] = gland_lvl
+    echo *= tex
+    # fat islands inside the gland, and lobules in the subcutaneous fat
+    isl = lowfreq(rng, shape, rng.uniform(1.5, 3.0) * mm, rng.uniform(3.0, 7.0) * mm)
+    fat_isl = in_gland & (isl > rng.uniform(0.6, 1.2))
+    echo[fat_isl] = fat_lvl * rng.uniform(0.8, 1.4)
+    fat_zone = (rows >= b_skin[None, :]) & (rows < b_fat[None, :])
+    n_lob = int(Wc / (rng.uniform(5, 12) * mm) * max(fat_t / (8 * mm), 1)) + 2
+    for _ in range(n_lob):
+        cx = rng.uniform(0, Wc)
+        i = int(np.clip(cx, 0, Wc - 1))
+        cy = rng.uniform(b_skin[i], max(b_fat[i], b_skin[i] + 1))
+        ax = rng.uniform(2.5, 7.0) * mm
+        ay = ax * rng.uniform(0.35, 0.7)
+        ang = rng.uniform(-20, 20)
+        cv2.ellipse(lines, (int(cx), int(cy)), (int(ax), int(ay)), ang, 0, 360, float(rng.uniform(0.15, 0.5)),
+                    max(1, int(round(0.15 * mm))), cv2.LINE_AA)
+    lines *= fat_zone
+    echo[fat_zone] *= 1.0   # keep the lobule interiors at fat level
+    # dermis and skin entry echo
+    in_dermis = (rows >= top) & (rows < b_skin[None, :])
+    echo[in_dermis] = dermis_lvl
+    echo[rows[:, 0] < top] = 0.003
+    sk = np.zeros(shape, np.float32)
+    pts = np.stack([np.arange(Wc), np.full(Wc, top + 0.3 * mm)], 1).astype(np.int32)
+    cv2.polylines(sk, [pts], False, float(rng.uniform(2.0, 6.0)), max(1, int(round(0.3 * mm))), cv2.LINE_AA)
+    lines += sk
+    # skin reverberation (faint horizontal repeats near the top)
+    if rng.random() < 0.4:
+        for k in range(1, 3):
+            pts2 = pts.copy()
+            pts2[:, 1] = int(top + k * skin * 1.1)
+            cv2.polylines(lines, [pts2], False, float(0.3 / k), 1, cv2.LINE_AA)
+    # Cooper's ligaments: curved bright lines from the gland surface up towards the skin
+    for _ in range(_ui(rng, cfg.ligaments)):
+        x = rng.uniform(0, Wc)
+        i = int(np.clip(x, 0, Wc - 1))
+        p0 = np.array([x, b_fat[i] + rng.uniform(-1, 2) * mm])
+        rise = rng.uniform(0.4, 1.0) * max(b_fat[i] - b_skin[i], 2 * mm)
+        run = rng.uniform(-1.5, 1.5) * rise
+        p2 = np.array([x + run, p0[1] - rise])
+        p1 = (p0 + p2) / 2 + np.array([rng.uniform(-0.4, 0.4) * rise, rng.uniform(-0.3, 0.1) * rise])
+        c = _bezier(p0, p1, p2).astype(np.int32)
+        cv2.polylines(lines, [c], False, float(rng.uniform(1.5, 5.0)), max(1, int(round(rng.uniform(0.15, 0.4) * mm))),
+                      cv2.LINE_AA)
+    # gland surface echo (anterior mammary fascia), partial
+    gf = np.stack([np.arange(Wc), b_fat], 1).astype(np.int32)
+    cv2.polylines(lines, [gf], False, float(rng.uniform(0.5, 2.0)), max(1, int(round(0.2 * mm))), cv2.LINE_AA)
+    # muscle and pectoral fascia
+    if muscle:
+        in_muscle = rows >= b_fascia[None, :]
+        echo[in_muscle] = muscle_lvl
+        stri = np.zeros(shape, np.float32)
+        ang = math.radians(rng.uniform(-15, 15))
+        gap = rng.uniform(1.0, 2.5) * mm
+        n = int((Hc + Wc) / gap) + 2
+        for k in range(-n, n):
+            y0 = k * gap
+            p = np.array([[0, y0], [Wc, y0 + Wc * math.tan(ang)]], np.float64)
+            p[:, 1] += rng.uniform(-0.3, 0.3) * gap
+            cv2.line(stri, tuple(p[0].astype(int)), tuple(p[1].astype(int)), float(rng.uniform(0.4, 1.2)), 1, cv2.LINE_AA)
+        echo += stri * in_muscle * muscle_lvl * 4
+        fp = np.stack([np.arange(Wc), b_fascia], 1).astype(np.int32)
+        cv2.polylines(lines, [fp], False, float(rng.uniform(1.5, 5.0)), max(1, int(round(0.4 * mm))), cv2.LINE_AA)
+        # rib: bright curved surface and a complete shadow
+        if rng.random() < 0.2 and depth_px * sp > 30:
+            cx = rng.uniform(0.2, 0.8) * Wc
+            cy = b_fascia[int(cx)] + rng.uniform(4, 10) * mm
+            ax, ay = rng.uniform(6, 12) * mm, rng.uniform(3, 6) * mm
+            rib = np.zeros(shape, np.uint8)
+            cv2.ellipse(rib, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, 1, -1)
+            below = np.maximum.accumulate(rib, axis=0).astype(bool)
+            echo[below] *= 0.03
+            cv2.ellipse(lines, (int(cx), int(cy)), (int(ax), int(ay)), 0, 180, 360, float(rng.uniform(4, 10)),
+                        max(1, int(round(0.5 * mm))), cv2.LINE_AA)
+    # straight bright distractors (fascia planes, old needle tracks)
+    for _ in range(_ui(rng, cfg.distractor_lines)):
+        L = rng.uniform(8, 30) * mm
+        a = math.radians(rng.uniform(0, 45)) * rng.choice([-1, 1])
+        cx = rng.uniform(0.1, 0.9) * Wc
+        cy = margin + rng.uniform(0.15, 0.8) * depth_px
+        d = np.array([math.cos(a), math.sin(a)]) * L / 2
+        p0 = (int(cx - d[0]), int(cy - d[1]))
+        p1 = (int(cx + d[0]), int(cy + d[1]))
+        cv2.line(lines, p0, p1, float(rng.uniform(2.0, 8.0)), max(1, int(round(rng.uniform(0.4, 1.2) * mm))), cv2.LINE_AA)
+    # lesion (target)
+    lesion = None
+    tx = rng.uniform(0.3, 0.7) * Wc
+    ty = margin + rng.uniform(0.3, 0.7) * depth_px
+    if rng.random() < cfg.lesion_prob:
+        rad = _u(rng, cfg.lesion_mm) * mm / 2
+        malignant = rng.random() < 0.4
+        ang = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        r = np.ones_like(ang)
+        for k in range(2, 7 if not malignant else 12):
+            r += rng.uniform(0, 0.12 if not malignant else 0.08) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
+        if malignant:
+            spikes = rng.random(64) < 0.15
+            r[spikes] *= rng.uniform(1.1, 1.4, int(spikes.sum()))
+        aspect = rng.uniform(0.55, 1.0) if not malignant else rng.uniform(0.8, 1.3)
+        ty = max(ty, margin + skin + rad * aspect + 2 * mm)
+        pts = np.stack([tx + rad * r * np.cos(ang), ty + rad * aspect * r * np.sin(ang)], 1).astype(np.int32)
+        lm = np.zeros(shape, np.uint8)
+        cv2.fillPoly(lm, [pts], 1, cv2.LINE_AA)
+        lesion = lm.astype(bool)
+        soft = cv2.GaussianBlur(lm.astype(np.float32), (0, 0), max(0.4 * mm, 1.0))
+        inner = rng.uniform(0.003, 0.04) * np.exp(0.5 * lowfreq(rng, shape, 2 * mm, 2 * mm))
+        echo = echo * (1 - soft) + inner * soft
+        if malignant and rng.random() < 0.5:   # echogenic halo
+            cv2.polylines(lines, [pts], True, float(rng.uniform(0.3, 1.0)), max(1, int(round(0.8 * mm))), cv2.LINE_AA)
+        post = rng.choice(["shadow", "enhance", "none"], p=[0.4, 0.4, 0.2] if malignant else [0.15, 0.6, 0.25])
+        if post != "none":
+            below = np.maximum.accumulate(lm, axis=0).astype(np.float32) - lm
+            below = cv2.GaussianBlur(below, (0, 0), max(1.0 * mm, 1.0))
+            f = rng.uniform(0.15, 0.5) if post == "shadow" else rng.uniform(1.4, 2.5)
+            echo *= 1 + (f - 1) * below
+            lines *= 1 + (f - 1) * below
+    echo = cv2.GaussianBlur(echo, (0, 0), 0.7)
+    k = rng.uniform(0.2, 0.6)                       # share of line power that is specular (unspeckled)
+    echo += (1 - k) * lines
+    spec = k * lines
+    ref = float(np.median(echo[margin:margin + int(depth_px)]))
+    return Anatomy(echo=echo, spec=spec, lesion=lesion, target=(float(tx), float(ty)), ref=max(ref, 1e-3))

@@ -1,0 +1,131 @@
+"""Simulator configuration: every physical and behavioural quantity as a range, drawn per sequence.
+
+A ``SimConfig`` holds ranges ``(lo, hi)`` (uniform draws unless said otherwise) and probabilities.
+``preset(name)`` returns the ``easy``, ``clinical`` (default, paper-like) or ``hard`` configuration.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from needletrack.errors import NeedletrackError
+
+Range = tuple[float, float]
+
+PRESETS = ("easy", "clinical", "hard")
+
+# outer diameter (mm) of needles by Birmingham gauge
+GAUGE_OD_MM = {16: 1.651, 17: 1.473, 18: 1.270, 19: 1.067, 20: 0.908, 21: 0.819, 22: 0.718}
+
+
+@dataclass
+class SimConfig:
+    # --- probe and display ------------------------------------------------------------------------
+    fps: float = 25.0                      # acquisition rate of the simulated cine loop
+    depth_mm: Range = (25.0, 55.0)         # imaging depth shown on screen
+    content_scale: Range = (0.72, 1.0)     # fraction of the frame height filled by the image sector
+    border_prob: float = 0.6               # black borders / off-centre image area (scanner screen grab)
+    convex_prob: float = 0.2               # curvilinear (fan) probe instead of linear
+    convex_radius_mm: Range = (25.0, 60.0)  # radius of curvature of a convex probe
+    convex_half_angle_deg: Range = (22.0, 35.0)
+    overlay_prob: float = 0.6              # burned-in text, depth ruler, focus marker
+    freq_mhz: Range = (7.0, 15.0)          # centre frequency of the linear probe
+    frac_bandwidth: Range = (0.5, 0.9)     # -6 dB fractional bandwidth of the pulse
+    f_number: Range = (1.5, 3.5)           # lateral resolution = lambda * F# at the focus
+    focus_frac: Range = (0.25, 0.7)        # focal depth as a fraction of the imaging depth
+    speckle_scale: Range = (0.8, 1.8)      # display interpolation / scan-conversion blur factor
+    atten_db_cm_mhz: Range = (0.3, 0.8)    # tissue attenuation
+    tgc_compensation: Range = (0.6, 1.05)  # fraction of the attenuation the TGC gives back
+    tgc_ripple_db: Range = (0.0, 5.0)      # slider-shaped residual gain over depth
+    dynamic_range_db: Range = (50.0, 70.0)  # log compression to 8 bit
+    gain_db: Range = (-6.0, 6.0)           # overall gain around a mid-grey tissue level
+    noise_floor_db: Range = (-62.0, -45.0)  # electronic noise, relative to the tissue reference level
+    # --- anatomy ------------------------------------------------------------------------------------
+    skin_mm: Range = (1.0, 2.5)
+    fat_frac: Range = (0.15, 0.45)         # subcutaneous fat thickness as a fraction of depth
+    gland_frac: Range = (0.2, 0.45)
+    muscle_prob: float = 0.75              # pectoral muscle visible at the bottom
+    ligaments: Range = (3, 9)              # Cooper's ligaments (bright curved lines)
+    distractor_lines: Range = (0, 2)       # extra straight bright lines (fascia, old tracks)
+    lesion_prob: float = 0.9
+    lesion_mm: Range = (5.0, 16.0)
+    real_background_prob: float = 1.0      # when backgrounds are given: share of sequences using one
+    real_speckle_mix: Range = (0.25, 0.5)  # decorrelating synthetic speckle mixed into a real frame
+    # --- needle ---------------------------------------------------------------------------------------
+    gauge: Range = (16, 22)                # integer gauge, uniform
+    angle_deg: Range = (3.0, 60.0)         # insertion angle to the skin
+    shallow_bias: float = 2.0              # >1 favours shallow angles (beta(1, bias) over the range)
+    bend_deg: Range = (0.0, 3.0)           # total bend of the shaft (prob. bend_prob)
+    bend_prob: float = 0.3
+    needle_gain_db: Range = (-4.0, 4.0)    # brightness beyond the calibrated angle curve
+    reverb_decay: Range = (0.25, 0.6)      # comet tail: amplitude ratio of successive repeats
+    reverb_count: Range = (2, 7)
+    shadow: Range = (0.1, 0.45)            # faint acoustic shadow under the shaft
+    dropout: Range = (0.0, 0.5)            # depth of brightness dropouts along the shaft
+    slab_mm: Range = (0.4, 0.9)            # half-thickness of the elevational beam slab
+    tilt_deg: Range = (0.0, 1.5)           # out-of-plane tilt of the shaft (partial visibility)
+    steer_deg: Range = (0.0, 0.0)          # beam steering towards the needle (needle enhancement mode)
+    # --- motion ------------------------------------------------------------------------------------
+    speed_mm_s: Range = (2.0, 10.0)        # insertion speed while advancing
+    pause_s: Range = (0.2, 2.0)
+    retract_mm: Range = (0.5, 5.0)
+    retract_prob: float = 0.35             # per movement phase
+    tremor_mm: Range = (0.02, 0.15)        # hand tremor amplitude (8-12 Hz)
+    tremor_deg: Range = (0.05, 0.4)
+    probe_drift_mm: Range = (0.2, 2.5)     # slow probe translation (random walk, bounded)
+    probe_rot_deg: Range = (0.0, 2.5)
+    drag_mm: Range = (0.2, 1.5)            # tissue dragged along with the moving shaft
+    withdraw_prob: float = 0.15            # sequence contains a full withdrawal and re-insertion
+    out_of_plane_prob: float = 0.25        # sequence contains an out-of-plane episode
+    first_visible_prob: float = 0.92       # the first output frame shows the needle
+    elev_decorrelation: Range = (0.02, 0.12)  # speckle decorrelation per source frame (radians of mix)
+    frame_step: Range = (5, 10)            # output every k-th source frame (k uniform integer)
+    every_frame_prob: float = 0.2          # ... or every frame
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise NeedletrackError(f"unknown simulator setting(s): {', '.join(sorted(unknown))}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kw)
+
+    def replace(self, **kw) -> "SimConfig":
+        return replace(self, **kw)
+
+
+def preset(name: str = "clinical") -> SimConfig:
+    """The ``easy``, ``clinical`` (default) or ``hard`` configuration."""
+    if isinstance(name, SimConfig):
+        return name
+    name = str(name).lower()
+    if name == "clinical":
+        return SimConfig()
+    if name == "easy":
+        return SimConfig(
+            depth_mm=(25.0, 40.0), border_prob=0.3, convex_prob=0.0, overlay_prob=0.3,
+            dynamic_range_db=(55.0, 65.0), gain_db=(-3.0, 4.0), noise_floor_db=(-70.0, -60.0),
+            ligaments=(2, 5), distractor_lines=(0, 0),
+            angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(3.0, 8.0),
+            dropout=(0.0, 0.15), tilt_deg=(0.0, 0.4), slab_mm=(0.6, 1.0),
+            tremor_mm=(0.02, 0.08), probe_drift_mm=(0.1, 1.0), probe_rot_deg=(0.0, 1.0),
+            withdraw_prob=0.05, out_of_plane_prob=0.05, first_visible_prob=1.0,
+        )
+    if name == "hard":
+        return SimConfig(
+            depth_mm=(35.0, 70.0), border_prob=0.8, convex_prob=0.35, overlay_prob=0.85,
+            freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.2, 2.2),
+            atten_db_cm_mhz=(0.5, 1.0), tgc_compensation=(0.4, 0.9), tgc_ripple_db=(2.0, 8.0),
+            dynamic_range_db=(45.0, 70.0), gain_db=(-10.0, 8.0), noise_floor_db=(-45.0, -32.0),
+            ligaments=(6, 14), distractor_lines=(1, 4),
+            angle_deg=(20.0, 60.0), shallow_bias=1.0, bend_prob=0.5, bend_deg=(0.5, 4.0),
+            needle_gain_db=(-12.0, -2.0), shadow=(0.05, 0.3), dropout=(0.3, 0.8),
+            slab_mm=(0.3, 0.6), tilt_deg=(0.5, 3.0),
+            tremor_mm=(0.05, 0.25), tremor_deg=(0.2, 0.8), probe_drift_mm=(1.0, 4.0), probe_rot_deg=(1.0, 4.0),
+            drag_mm=(0.5, 2.5), withdraw_prob=0.3, out_of_plane_prob=0.5, first_visible_prob=0.85,
+        )
+    raise NeedletrackError(f"unknown simulator preset {name!r} (choose one of {', '.join(PRESETS)})")

@@ -1,0 +1,515 @@
+"""Sequence simulator: per-sequence precomputation, then cheap per-frame rendering.
+
+Per sequence: probe geometry, PSF, anatomy (or a real background), three independent IQ scatterer
+fields on the canvas, depth gain maps, the needle's path and the motion over all source frames.
+Per output frame: the probe pose and tissue drag give a resampling map; the IQ fields are resampled
+(cv2.remap) and mixed (elevational decorrelation); the needle's echo, comet tail, tip and shadow are
+added; electronic noise, TGC and log compression give the 8-bit frame; the mask is the shaft's
+in-plane visible extent at its physical width.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from needletrack.sim import bmode
+from needletrack.sim.anatomy import breast
+from needletrack.sim.backgrounds import load_backgrounds
+from needletrack.sim.config import SimConfig, preset as get_preset
+from needletrack.sim.motion import make_motion, smooth_noise
+from needletrack.sim.needle import (
+    cnr_to_power, cross_profile, gauge_width_mm, incidence_deg, longest_run, shaft_cnr, soft_ends, tip_cnr,
+)
+from needletrack.sim.overlay import make_overlay
+
+try:
+    from needletrack.geometry import line_mask as _line_mask
+except ImportError:  # pragma: no cover - geometry is written by another module owner
+    _line_mask = None
+
+_GRIDS: dict = {}
+
+
+def _u(rng, r) -> float:
+    lo, hi = float(r[0]), float(r[1])
+    return lo if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _grid(H, W):
+    key = (H, W)
+    if key not in _GRIDS:
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        _GRIDS[key] = (xx, yy)
+    return _GRIDS[key]
+
+
+def line_mask(shape, p0, p1, width_px):
+    if _line_mask is not None:
+        return _line_mask(shape, p0, p1, width_px)
+    h, w = shape  # fallback: same rule (pixel centres within width/2 of the segment)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    vx, vy = p1[0] - p0[0], p1[1] - p0[1]
+    ll = vx * vx + vy * vy
+    t = np.zeros_like(xx) if ll == 0 else np.clip(((xx - p0[0]) * vx + (yy - p0[1]) * vy) / ll, 0, 1)
+    d2 = (xx - p0[0] - t * vx) ** 2 + (yy - p0[1] - t * vy) ** 2
+    r = max(width_px / 2, 0.5)
+    return d2 <= r * r + 1e-9
+
+
+def _size(size):
+    if isinstance(size, (tuple, list)):
+        H, W = int(size[0]), int(size[1])
+    else:
+        H = W = int(size)
+    if H < 32 or W < 32:
+        raise ValueError(f"frame size must be at least 32x32, got {H}x{W}")
+    return H, W
+
+
+def _as_backgrounds(backgrounds):
+    if backgrounds is None:
+        return []
+    if isinstance(backgrounds, (str, Path)):
+        return load_backgrounds(backgrounds)
+    return list(backgrounds)
+
+
+class SequenceSimulator:
+    """Iterator over ``(frame_u8, mask_bool, needle_dict)`` of one simulated sequence; ``.meta`` holds
+    the sequence's meta.json content. Built by :func:`simulate_sequence`."""
+
+    def __init__(self, n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None):
+        if int(n_frames) < 1:
+            raise ValueError("n_frames must be >= 1")
+        self.n = int(n_frames)
+        H, W = _size(size)
+        cfg = preset if isinstance(preset, SimConfig) else get_preset(preset)
+        self.cfg = cfg
+        rng = np.random.default_rng(seed)
+        self.frame_rng = np.random.default_rng([int(rng.integers(2**31)), 7])
+        bgs = _as_backgrounds(backgrounds)
+        bg = None
+        if bgs and rng.random() < cfg.real_background_prob:
+            bg = bgs[int(rng.integers(len(bgs)))]
+        if frame_step is None:
+            step = 1 if rng.random() < cfg.every_frame_prob else int(rng.integers(int(cfg.frame_step[0]),
+                                                                                  int(cfg.frame_step[1]) + 1))
+        else:
+            step = int(frame_step)
+            if step < 1:
+                raise ValueError("frame_step must be >= 1")
+        self.step = step
+        self.H, self.W = H, W
+        pcfg = cfg if bg is None else cfg.replace(convex_prob=0.0)
+        probe = bmode.make_probe(rng, pcfg, H, W)
+        self.probe = probe
+        psf = bmode.make_psf(rng, cfg, probe)
+        self.psf = psf
+        Hc, Wc = probe.canvas_hw
+        m = probe.margin
+        depth_px = probe.depth_mm / probe.sp
+        self.dr = _u(rng, cfg.dynamic_range_db)
+        gain_db = _u(rng, cfg.gain_db)
+        self.real = bg is not None
+        if bg is None:
+            anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px)
+            fields = bmode.scatter_fields(rng, np.sqrt(anat.echo), (Hc, Wc), psf, m, n=3)
+            k = bmode._gauss_kernel(max(psf.sigma_lat_focus_px * 0.7, 0.7))
+            spec = cv2.sepFilter2D(anat.spec, -1, k / k.sum(), bmode._gauss_kernel(psf.sigma_ax_px * 0.7) /
+                                   bmode._gauss_kernel(psf.sigma_ax_px * 0.7).sum())
+            self.stack1 = np.ascontiguousarray(np.concatenate([fields[0], fields[1]], axis=2))
+            self.stack2 = np.ascontiguousarray(np.concatenate([fields[2], spec[..., None], np.zeros_like(spec)[..., None]],
+                                                              axis=2))
+            self.ref_power = anat.ref
+            tcx, tcy = anat.target
+            self.att, self.tgc = bmode.depth_gain(rng, cfg, probe, psf)
+            self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
+            self.ref_grey = 118.0 + gain_db * 255.0 / self.dr
+            self.source = "needletrack.sim (synthetic breast)"
+            self.alpha = 0.0
+        else:
+            img, lmask, bmeta = bg
+            img, lmask, (tcx, tcy) = self._fit_background(rng, img, lmask, (Hc, Wc), m, depth_px)
+            dr0 = 50.0
+            log_lr = img.astype(np.float32) * np.float32(dr0 / 255.0 * math.log(10.0) / 10.0)
+            lin = np.exp(log_lr)
+            sm = max(psf.sigma_lat_focus_px * 1.5, 2.0)
+            log_ls = np.log(cv2.GaussianBlur(lin, (0, 0), sm) + 1e-6)
+            fields = bmode.scatter_fields(rng, None, (Hc, Wc), psf, m, n=3)
+            self.stack1 = np.ascontiguousarray(np.concatenate([log_lr[..., None], log_ls[..., None], fields[0]], axis=2))
+            self.stack2 = np.ascontiguousarray(np.concatenate([fields[1], fields[2]], axis=2))
+            self.ref_power = float(np.median(lin[m:Hc - m, m:Wc - m]))
+            self.att = self.tgc = None
+            self.noise_power = 0.0
+            self.dr = dr0 * rng.uniform(0.85, 1.25)
+            med_grey = float(np.median(img[m:Hc - m, m:Wc - m]))
+            self.ref_grey = med_grey * dr0 / self.dr + gain_db * 0.5 * 255 / self.dr
+            self.alpha = _u(rng, cfg.real_speckle_mix)
+            self.source = f"needletrack.sim on real background {bmeta.get('name', '?')} ({bmeta.get('source', '?')})"
+        # electronic noise: a band-limited exponential field, cropped at a random offset each frame
+        pad = 32
+        nz = rng.standard_normal((H + pad, W + pad, 2), dtype=np.float32)
+        nz = cv2.GaussianBlur(nz, (0, 0), 0.8)
+        self.noise = (nz[..., 0] ** 2 + nz[..., 1] ** 2)
+        self.noise /= float(self.noise.mean())
+        self.noise_pad = pad
+        self.overlay = make_overlay(rng, probe, psf.focus_px) if rng.random() < cfg.overlay_prob else None
+        # ---- needle -------------------------------------------------------------------------------
+        self.gauge = int(rng.integers(int(cfg.gauge[0]), int(cfg.gauge[1]) + 1))
+        self.od_mm = gauge_width_mm(self.gauge)
+        self.width_px = self.od_mm / probe.sp
+        lo, hi = cfg.angle_deg
+        theta = lo + (hi - lo) * float(rng.beta(1.0, max(cfg.shallow_bias, 1e-3)))
+        self.theta0 = theta
+        self.entry_side = "left" if rng.random() < 0.5 else "right"
+        sx = 1.0 if self.entry_side == "left" else -1.0
+        self.dir0 = np.array([sx * math.cos(math.radians(theta)), math.sin(math.radians(theta))])
+        self.norm0 = np.array([-self.dir0[1], self.dir0[0]]) * (1 if sx > 0 else -1)  # points away from the probe
+        tw = self._canvas_to_world(tcx, tcy)
+        # keep the target inside the image, at least a few mm below the skin and from the borders
+        x0, y0, x1, y1 = probe.box
+        mpx = 3.0 / probe.sp
+        tw = np.array([np.clip(tw[0], x0 + 0.15 * (x1 - x0), x1 - 0.15 * (x1 - x0)),
+                       np.clip(tw[1], y0 + mpx + 0.1 * (y1 - y0), y1 - 0.15 * (y1 - y0))])
+        if not probe.content[int(tw[1]), int(tw[0])]:
+            ys, xs = np.nonzero(probe.content)
+            i = int(np.argmin((xs - tw[0]) ** 2 + (ys - tw[1]) ** 2))
+            tw = np.array([xs[i], ys[i]], float)
+        k = 0.0
+        while True:
+            p = tw - (k + 1.0) * self.dir0
+            xi, yi = int(round(p[0])), int(round(p[1]))
+            if not (0 <= xi < W and 0 <= yi < H and probe.content[yi, xi]):
+                break
+            k += 1.0
+        self.entry = tw - k * self.dir0          # where the path enters the image (world px)
+        s_target_px = max(k, 4.0 / probe.sp)
+        sp = probe.sp
+        self.bend = 0.0
+        if rng.random() < cfg.bend_prob:
+            self.bend = math.radians(_u(rng, cfg.bend_deg)) * rng.choice([-1.0, 1.0]) / max(s_target_px, 1.0)
+        self.slab = _u(rng, cfg.slab_mm)
+        self.tilt = math.tan(math.radians(_u(rng, cfg.tilt_deg))) * rng.choice([-1.0, 1.0])
+        self.s_ref = rng.uniform(0.5, 1.0) * s_target_px
+        self.needle_gain_db = _u(rng, cfg.needle_gain_db)
+        self.reverb_decay = _u(rng, cfg.reverb_decay)
+        self.reverb_count = int(round(_u(rng, cfg.reverb_count)))
+        self.back_wall = rng.uniform(0.2, 0.8) if self.od_mm > 0.85 else rng.uniform(0.1, 0.4)
+        self.shadow = _u(rng, cfg.shadow)
+        self.steer = _u(rng, cfg.steer_deg)
+        self.bevel_px = self.od_mm * rng.uniform(2.0, 3.5) / sp
+        # dropouts (fixed along the path) and surface texture (fixed on the needle)
+        self.drop_s = rng.uniform(0, s_target_px * 1.3, int(rng.poisson(2.0)))
+        self.drop_w = rng.uniform(1.0, 4.0, len(self.drop_s)) / sp
+        self.drop_d = np.array([_u(rng, cfg.dropout) for _ in self.drop_s])
+        L = int(max(H, W) * 2)
+        self.texture = np.exp(0.35 * smooth_noise(rng, L, 1.0, max(1.0 / sp, 2.0), 1.0))
+        # motion over the source frames
+        fps = cfg.fps
+        n_src = (self.n - 1) * step + 1
+        first = rng.random() < cfg.first_visible_prob
+        min_in = max(3.0, 2.5 * self.od_mm, 0.1 * s_target_px * sp)
+        if first:
+            s0 = rng.uniform(min_in, max(min_in + 0.1, 0.75 * s_target_px * sp))
+        else:
+            s0 = -rng.uniform(1.0, 8.0)
+        self.motion = make_motion(rng, cfg, n_src, fps, s_target_px * sp, s0, self.slab)
+        if first:  # the first frame shows the needle: start inside the slab
+            self.motion.elevation -= self.motion.elevation[0] * (abs(self.motion.elevation[0]) > 0.5 * self.slab)
+        self.drag_sigma = rng.uniform(1.5, 4.0) / sp
+        self.decor = self.motion.mix
+        self.frame_idx = 0
+        self.meta = {
+            "fps": fps / step,
+            "source_fps": fps,
+            "frame_step": step,
+            "pixel_spacing_mm": [sp, sp],
+            "source": self.source,
+            "probe": probe.kind,
+            "depth_mm": round(probe.depth_mm, 3),
+            "gauge": self.gauge,
+            "needle_width_px": round(self.width_px, 3),
+            "insertion_angle_deg": round(theta, 3),
+            "entry_side": self.entry_side,
+            "dynamic_range_db": round(self.dr, 2),
+            "centre_frequency_mhz": round(psf.freq_mhz, 2),
+            "seed": seed if isinstance(seed, int) else None,
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    def _fit_background(self, rng, img, lmask, shape, m, depth_px):
+        Hc, Wc = shape
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+            lmask = lmask[:, ::-1]
+        h, w = img.shape
+        f = max(Hc / h, Wc / w)
+        nh, nw = max(Hc, int(math.ceil(h * f))), max(Wc, int(math.ceil(w * f)))
+        im = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_LINEAR)
+        lm = cv2.resize(np.ascontiguousarray(lmask).astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
+        oy = int(rng.integers(0, nh - Hc + 1))
+        ox = int(rng.integers(0, nw - Wc + 1))
+        im = im[oy:oy + Hc, ox:ox + Wc]
+        lm = lm[oy:oy + Hc, ox:ox + Wc].astype(bool)
+        inner = np.zeros_like(lm)
+        inner[m:Hc - m, m:Wc - m] = lm[m:Hc - m, m:Wc - m]
+        if inner.any():
+            ys, xs = np.nonzero(inner)
+            target = (float(xs.mean()), float(ys.mean()))
+        else:
+            target = (rng.uniform(0.3, 0.7) * Wc, m + rng.uniform(0.3, 0.7) * depth_px)
+        return im, lm, target
+
+    def _canvas_to_world(self, cx, cy):
+        p = self.probe
+        m = p.margin
+        if p.kind == "linear":
+            return np.array([cx + p.x0 - m, cy + p.y0 - m], float)
+        phi = (cx - p.canvas_hw[1] / 2.0) / p.ang_scale
+        r = cy - m + p.R
+        return np.array([p.ax + r * math.sin(phi), p.ay + r * math.cos(phi)], float)
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        return self.n
+
+    def __next__(self):
+        if self.frame_idx >= self.n:
+            raise StopIteration
+        k = self.frame_idx
+        self.frame_idx += 1
+        return self.render(k)
+
+    # ------------------------------------------------------------------------------------------------
+    def render(self, k: int):
+        """Frame, mask and needle dict of output frame ``k``."""
+        j = k * self.step
+        mo = self.motion
+        probe = self.probe
+        sp = probe.sp
+        H, W = self.H, self.W
+        X, Y = _grid(H, W)
+        # probe pose: world = R(a)(p - c) + c + t
+        a = math.radians(float(mo.probe_deg[j]))
+        ca, sa = math.cos(a), math.sin(a)
+        cx = (probe.box[0] + probe.box[2]) / 2.0
+        cy = float(probe.box[1])
+        tx, ty = mo.probe_xy[j] / sp
+        Wx = ca * X - sa * Y + np.float32(cx - ca * cx + sa * cy + tx)
+        Wy = sa * X + ca * Y + np.float32(cy - sa * cx - ca * cy + ty)
+
+        def to_disp(P):
+            qx = P[..., 0] - cx - tx
+            qy = P[..., 1] - cy - ty
+            return np.stack([ca * qx + sa * qy + cx, -sa * qx + ca * qy + cy], axis=-1)
+
+        # needle in world coordinates
+        dth = float(mo.tremor_deg[j])
+        c, s = math.cos(math.radians(dth)), math.sin(math.radians(dth))
+        d = np.array([c * self.dir0[0] - s * self.dir0[1], s * self.dir0[0] + c * self.dir0[1]])
+        nrm = np.array([c * self.norm0[0] - s * self.norm0[1], s * self.norm0[0] + c * self.norm0[1]])
+        E = self.entry + mo.tremor_xy[j] / sp
+        s_tip = float(mo.s_tip[j]) / sp
+        s_lo = -0.5 * max(H, W)
+        ss = np.arange(s_lo, s_tip, 1.0)
+        if ss.size == 0 or ss[-1] < s_tip - 1e-6:
+            ss = np.append(ss, s_tip)
+        if s_tip <= s_lo:
+            ss = np.zeros(0)
+        bend = 0.5 * self.bend * np.clip(ss, 0, None) ** 2
+        Pw = E[None, :] + ss[:, None] * d[None, :] + bend[:, None] * nrm[None, :]
+        Pd = to_disp(Pw) if ss.size else np.zeros((0, 2))
+        xi = np.round(Pd[:, 0]).astype(int)
+        yi = np.round(Pd[:, 1]).astype(int)
+        inb = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+        inside = np.zeros(ss.size, bool)
+        inside[inb] = probe.content[yi[inb], xi[inb]]
+        elev = float(mo.elevation[j]) + self.tilt * (ss - self.s_ref) * sp
+        in_slab = np.abs(elev) <= self.slab
+        vis = inside & in_slab
+        run = longest_run(vis)
+        min_len = max(3.0, 0.5 * self.width_px)
+        if run is not None and (run[1] - 1 - run[0]) < min_len:
+            run = None
+        mask = np.zeros((H, W), bool)
+        needle_pow = None
+        shadow_map = None
+        drag_roi = None
+        info = {"visible": False, "tip": None, "tail": None, "angle_deg": None, "incidence_deg": None}
+        n_inside = int(inside.sum())
+        if run is not None:
+            a0, b0 = run
+            idx = np.arange(a0, b0)
+            nseg = 1 if self.bend == 0.0 else min(6, max(1, len(idx) // 20))
+            knots = np.unique(np.linspace(a0, b0 - 1, nseg + 1).round().astype(int))
+            for i0, i1 in zip(knots[:-1], knots[1:]):
+                mask |= line_mask((H, W), Pd[i0], Pd[i1], self.width_px)
+            mask &= probe.content
+            if mask.any():
+                tail, tip = Pd[a0], Pd[b0 - 1]
+                ddx, ddy = tip[0] - tail[0], tip[1] - tail[1]
+                info.update(visible=True, tip=[float(tip[0]), float(tip[1])], tail=[float(tail[0]), float(tail[1])],
+                            angle_deg=float(math.degrees(math.atan2(ddy, abs(ddx)))) if (ddx or ddy) else 0.0)
+                needle_pow, shadow_map, inc = self._render_needle(Pd, ss, elev, idx, s_tip, d, a)
+                info["incidence_deg"] = inc
+                drag_roi = (idx, Pd)
+            else:
+                mask[:] = False
+        # tissue drag near the shaft (world coordinates), then canvas maps
+        drag_px = float(mo.drag[j]) / sp
+        if drag_roi is not None and abs(drag_px) > 0.05:
+            idx, _ = drag_roi
+            pts = Pd[idx]
+            pad = int(3 * self.drag_sigma) + 2
+            xa, xb = max(int(pts[:, 0].min()) - pad, 0), min(int(pts[:, 0].max()) + pad + 1, W)
+            ya, yb = max(int(pts[:, 1].min()) - pad, 0), min(int(pts[:, 1].max()) + pad + 1, H)
+            if xa < xb and ya < yb:
+                wx = Wx[ya:yb, xa:xb]
+                wy = Wy[ya:yb, xa:xb]
+                rx, ry = wx - E[0], wy - E[1]
+                u = rx * nrm[0] + ry * nrm[1]
+                sv = rx * d[0] + ry * d[1]
+                wgt = np.exp(-0.5 * (u / self.drag_sigma) ** 2) * soft_ends(sv, 0.0, s_tip, self.drag_sigma)
+                wx -= (drag_px * d[0]) * wgt
+                wy -= (drag_px * d[1]) * wgt
+        mx, my = probe.to_canvas(Wx, Wy)
+        f1 = cv2.remap(self.stack1, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        f2 = cv2.remap(self.stack2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        u0, u1, u2 = (np.float32(v) for v in self.decor[j])
+        if not self.real:
+            zr = u0 * f1[..., 0] + u1 * f1[..., 2] + u2 * f2[..., 0]
+            zi = u0 * f1[..., 1] + u1 * f1[..., 3] + u2 * f2[..., 1]
+            tissue = zr * zr + zi * zi + f2[..., 2]
+        else:
+            zr = u0 * f1[..., 2] + u1 * f2[..., 0] + u2 * f2[..., 2]
+            zi = u0 * f1[..., 3] + u1 * f2[..., 1] + u2 * f2[..., 3]
+            z2 = zr * zr + zi * zi
+            al = np.float32(self.alpha)
+            logi = (1 - al) * f1[..., 0] + al * (f1[..., 1] + np.float32(0.5772))
+            logi += al * np.log(np.maximum(z2, 1e-8))
+            tissue = np.exp(logi)
+        if shadow_map is not None:
+            tissue *= shadow_map
+        if needle_pow is not None:
+            (ya, yb, xa, xb), pw = needle_pow
+            tissue[ya:yb, xa:xb] += pw
+        if self.att is not None:
+            tissue *= self.att
+            fr = self.frame_rng
+            oy, ox = int(fr.integers(self.noise_pad)), int(fr.integers(self.noise_pad))
+            tissue += np.float32(self.noise_power) * self.noise[oy:oy + H, ox:ox + W]
+            tissue *= self.tgc
+        frame = bmode.log_compress(tissue, self.ref_power, self.dr, self.ref_grey)
+        frame[~probe.content] = 0
+        if self.overlay is not None:
+            layer, alpha = self.overlay
+            frame[alpha] = layer[alpha]
+        tip_true = to_disp((E + s_tip * d + 0.5 * self.bend * max(s_tip, 0) ** 2 * nrm)[None])[0]
+        vis_len = float(run[1] - 1 - run[0]) if (run is not None and info["visible"]) else 0.0
+        needle = {
+            "frame": k,
+            "visible": bool(info["visible"]),
+            "in_plane": bool(in_slab[inside].any()) if n_inside else bool(abs(elev[-1]) <= self.slab) if ss.size else False,
+            "visible_fraction": float(min(vis_len / max(n_inside - 1, 1), 1.0)) if n_inside > 1 else 0.0,
+            "tip": info["tip"],
+            "tail": info["tail"],
+            "angle_deg": info["angle_deg"],
+            "entry_side": self.entry_side,
+            "width_px": float(self.width_px),
+            "incidence_deg": info["incidence_deg"],
+            "tip_true": [float(tip_true[0]), float(tip_true[1])],
+            "source_frame": int(j),
+            "time_s": round(j / self.cfg.fps, 4),
+        }
+        if not needle["visible"]:
+            needle["visible_fraction"] = 0.0
+        return frame, mask, needle
+
+    def _render_needle(self, Pd, ss, elev, idx, s_tip, d_world, pose_a):
+        probe = self.probe
+        H, W = self.H, self.W
+        pts = Pd[idx]
+        P0, P1 = pts[0], pts[-1]
+        chord = P1 - P0
+        L = float(np.hypot(*chord))
+        dc = chord / L if L > 0 else np.array([1.0, 0.0])
+        nc = np.array([-dc[1], dc[0]])
+        bx, by = probe.beam_dir(np.array([(P0[0] + P1[0]) / 2]), np.array([(P0[1] + P1[1]) / 2]))
+        if nc[0] * bx[0] + nc[1] * by[0] < 0:
+            nc = -nc
+        # local shaft direction in display coordinates, per sample
+        tang = np.gradient(pts, axis=0) if len(pts) > 1 else np.tile(dc, (len(pts), 1))
+        tn = np.maximum(np.hypot(tang[:, 0], tang[:, 1]), 1e-9)
+        bxs, bys = probe.beam_dir(pts[:, 0], pts[:, 1])
+        inc = incidence_deg(bxs, bys, tang[:, 0] / tn, tang[:, 1] / tn)
+        inc = np.abs(inc - self.steer)
+        e = elev[idx]
+        sv = ss[idx]
+        ref = self.ref_power
+        power = cnr_to_power(shaft_cnr(inc), ref, self.needle_gain_db)
+        power *= np.exp(-3.0 * (e / self.slab) ** 2)
+        if len(self.drop_s):
+            dd = np.ones_like(sv)
+            for s0, w0, d0 in zip(self.drop_s, self.drop_w, self.drop_d):
+                dd *= 1 - d0 * np.exp(-((sv - s0) / w0) ** 2)
+            power *= dd
+        ti = np.clip((s_tip - sv).astype(int), 0, len(self.texture) - 1)
+        power *= self.texture[ti]
+        near_tip = (s_tip - sv) <= self.bevel_px
+        if near_tip.any():
+            tpow = cnr_to_power(tip_cnr(inc), ref, self.needle_gain_db) * np.exp(-3.0 * (e / self.slab) ** 2)
+            power = np.where(near_tip, np.maximum(power, tpow), power)
+        # cross profile geometry
+        bdotn = abs(float(nc[0] * bx[0] + nc[1] * by[0]))
+        sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * math.sqrt(max(1 - bdotn ** 2, 0)))
+        r = self.width_px / 2
+        spacing = max(self.width_px * bdotn, 1.0)
+        count = self.reverb_count
+        decay = self.reverb_decay * bdotn
+        pad = int(r + (count + 1) * spacing + 3 * sig_u + 3)
+        xa, xb = max(int(min(P0[0], P1[0], pts[:, 0].min())) - pad, 0), min(int(max(P0[0], P1[0], pts[:, 0].max())) + pad + 1, W)
+        ya, yb = max(int(min(P0[1], P1[1], pts[:, 1].min())) - pad, 0), min(int(max(P0[1], P1[1], pts[:, 1].max())) + pad + 1, H)
+        X, Y = _grid(H, W)
+        rx = X[ya:yb, xa:xb] - np.float32(P0[0])
+        ry = Y[ya:yb, xa:xb] - np.float32(P0[1])
+        t_pix = rx * np.float32(dc[0]) + ry * np.float32(dc[1])
+        u_pix = rx * np.float32(nc[0]) + ry * np.float32(nc[1])
+        t_k = (pts - P0) @ dc
+        o_k = (pts - P0) @ nc
+        if self.bend != 0.0:
+            u_pix = u_pix - np.interp(t_pix.ravel(), t_k, o_k).reshape(t_pix.shape).astype(np.float32)
+        pw_t = np.interp(t_pix.ravel(), t_k, power, left=0.0, right=0.0).reshape(t_pix.shape)
+        pw_t *= soft_ends(t_pix, t_k[0], t_k[-1], self.psf.sigma_lat_focus_px)
+        prof = cross_profile(u_pix, r, sig_u, spacing, decay, count, self.back_wall * bdotn)
+        pw = (pw_t * prof).astype(np.float32)
+        # faint acoustic shadow under the shaft, along the beam
+        far = 3.0 * max(H, W)
+        b0 = probe.beam_dir(np.array([P0[0]]), np.array([P0[1]]))
+        b1 = probe.beam_dir(np.array([P1[0]]), np.array([P1[1]]))
+        poly = np.array([P0 + nc * r, P1 + nc * r, P1 + far * np.array([b1[0][0], b1[1][0]]),
+                         P0 + far * np.array([b0[0][0], b0[1][0]])])
+        sh = np.zeros((H, W), np.uint8)
+        cv2.fillPoly(sh, [np.round(poly * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
+        k = max(int(self.psf.sigma_lat_focus_px * 2) | 1, 3)
+        sh = cv2.blur(sh, (k, k))
+        strength = self.shadow * float(np.exp(-3.0 * (e / self.slab) ** 2).mean())
+        shadow = 1.0 - np.float32(strength / 255.0) * sh.astype(np.float32)
+        return ((ya, yb, xa, xb), pw), shadow, float(np.median(inc))
+
+
+def simulate_sequence(n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None):
+    """Iterator over ``(frame_u8 HxW, mask_bool HxW, needle_dict)`` for one simulated sequence.
+
+    ``size``: int or (H, W). ``preset``: "easy" | "clinical" | "hard" or a :class:`SimConfig`.
+    ``backgrounds``: None (synthetic anatomy), a folder, or the list from :func:`load_backgrounds`.
+    ``frame_step``: output every k-th source frame (25 fps); None draws it from the preset.
+    Deterministic given ``seed``; never touches global RNG state. The returned iterator has ``.meta``
+    (the sequence's meta.json: fps, pixel spacing, ...).
+    """
+    return SequenceSimulator(n_frames, size=size, preset=preset, seed=seed, backgrounds=backgrounds,
+                             frame_step=frame_step)

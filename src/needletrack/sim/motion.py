@@ -1,0 +1,186 @@
+"""Motion at the acquisition rate: insertion plan, hand tremor, probe drift, elevation, tissue drag.
+
+Everything is an array over source frames (25 fps by default), drawn from a numpy Generator.
+Distances are millimetres along the planned needle path, measured from where the path enters the
+image (s = 0); negative s means the tip has not reached the image yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _u(rng: np.random.Generator, r) -> float:
+    lo, hi = float(r[0]), float(r[1])
+    return lo if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def smooth_noise(rng: np.random.Generator, n: int, fps: float, knot_s: float, amp: float) -> np.ndarray:
+    """A smooth random curve in [-amp, amp]: cosine interpolation between random knots every ``knot_s`` s."""
+    if n <= 0:
+        return np.zeros(0)
+    step = max(knot_s * fps, 1.0)
+    nk = int(np.ceil(n / step)) + 2
+    knots = rng.uniform(-1.0, 1.0, nk) * amp
+    t = np.arange(n) / step + rng.uniform(0, 1)
+    i = np.floor(t).astype(int)
+    f = t - i
+    w = (1 - np.cos(np.pi * f)) / 2
+    return knots[i] * (1 - w) + knots[np.minimum(i + 1, nk - 1)] * w
+
+
+def _ease(f: np.ndarray) -> np.ndarray:
+    return f * f * (3 - 2 * f)
+
+
+@dataclass
+class Motion:
+    s_tip: np.ndarray        # mm along the path, per source frame
+    tremor_xy: np.ndarray    # (T, 2) mm, hand tremor of the whole needle
+    tremor_deg: np.ndarray   # (T,) degrees, angular tremor about the skin entry
+    probe_xy: np.ndarray     # (T, 2) mm, probe translation (lateral, axial)
+    probe_deg: np.ndarray    # (T,) degrees, probe in-plane rotation
+    elevation: np.ndarray    # (T,) mm, needle axis offset from the imaging plane
+    drag: np.ndarray         # (T,) mm, tissue displacement along the shaft near it
+    mix: np.ndarray          # (T, 3) unit vectors: speckle decorrelation state
+
+
+def plan_insertion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: float,
+                   s_start: float) -> np.ndarray:
+    """Tip position over ``n`` source frames: advance, pause, small retractions, re-advances, a stop
+    at the target with to-and-fro sampling moves, optionally a biopsy-gun throw, and possibly a full
+    withdrawal (tip out of the image) followed by re-insertion."""
+    keys_t = [0.0]
+    keys_s = [s_start]
+    t, s = 0.0, s_start
+    dur = n / fps + 1.0
+    withdraw_at = rng.uniform(0.15, 0.7) * dur if rng.random() < cfg.withdraw_prob else None
+    at_target = False
+    while t < dur:
+        if withdraw_at is not None and t >= withdraw_at:
+            withdraw_at = None
+            back = rng.uniform(3.0, 12.0)
+            v = _u(rng, cfg.speed_mm_s) * rng.uniform(1.0, 2.5)
+            dest = -back
+            t += max(abs(s - dest) / v, 0.2)
+            keys_t.append(t)
+            keys_s.append(dest)
+            t += rng.uniform(0.5, 3.0)           # out of the image for a while
+            keys_t.append(t)
+            keys_s.append(dest)
+            s = dest
+            at_target = False
+            continue
+        if not at_target and s < s_target - 0.5:
+            v = _u(rng, cfg.speed_mm_s)
+            step = min(rng.uniform(2.0, 12.0), s_target - s + rng.uniform(-0.5, 2.0))
+            step = max(step, 0.5)
+            t += step / v
+            s += step
+            keys_t.append(t)
+            keys_s.append(s)
+            if rng.random() < 0.6:                 # pause
+                t += _u(rng, cfg.pause_s)
+                keys_t.append(t)
+                keys_s.append(s)
+            if rng.random() < cfg.retract_prob:    # small retraction, then re-advance
+                back = min(_u(rng, cfg.retract_mm), max(s, 0.5))
+                t += back / (v * rng.uniform(0.8, 2.0))
+                s -= back
+                keys_t.append(t)
+                keys_s.append(s)
+            if s >= s_target - 0.5:
+                at_target = True
+        else:
+            at_target = True
+            r = rng.random()
+            if r < 0.15:                           # biopsy gun throw: 10-22 mm in ~2 frames
+                throw = rng.uniform(10.0, 22.0)
+                t += 0.06
+                keys_t.append(t)
+                keys_s.append(s + throw)
+                t += rng.uniform(0.3, 1.5)
+                keys_t.append(t)
+                keys_s.append(s + throw)
+                t += throw / rng.uniform(4.0, 12.0)
+                keys_t.append(t)
+                keys_s.append(s)
+            elif r < 0.6:                          # to-and-fro sampling movement
+                amp = rng.uniform(1.0, 6.0)
+                v = _u(rng, cfg.speed_mm_s)
+                t += amp / v
+                keys_t.append(t)
+                keys_s.append(s - amp)
+                t += amp / v
+                keys_t.append(t)
+                keys_s.append(s)
+            else:                                  # hold at the target
+                t += rng.uniform(0.5, 3.0)
+                keys_t.append(t)
+                keys_s.append(s)
+    kt = np.asarray(keys_t)
+    ks = np.asarray(keys_s)
+    tt = np.arange(n) / fps
+    i = np.clip(np.searchsorted(kt, tt, side="right") - 1, 0, len(kt) - 2)
+    span = np.maximum(kt[i + 1] - kt[i], 1e-6)
+    f = np.clip((tt - kt[i]) / span, 0, 1)
+    return ks[i] + (ks[i + 1] - ks[i]) * _ease(f)
+
+
+def _tremor(rng, n, fps, amp):
+    t = np.arange(n) / fps
+    out = np.zeros(n)
+    for _ in range(3):
+        f = rng.uniform(7.0, 12.0)
+        out += np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) * rng.uniform(0.3, 1.0)
+    out += smooth_noise(rng, n, fps, 0.3, 1.0)
+    return out * (amp / 2.0)
+
+
+def _sphere_walk(rng, n, fps, rate):
+    """Unit 3-vectors moving smoothly over the sphere (speckle mixing coefficients); ``rate`` is the
+    typical angle (radians) moved per source frame."""
+    knot_s = max(1.0 / (rate * fps), 1.0 / fps) if rate > 0 else 1e6
+    v = np.stack([smooth_noise(rng, n, fps, knot_s, 1.0) for _ in range(3)], axis=1)
+    v += rng.standard_normal(3) * 0.3
+    nv = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(nv, 1e-6)
+
+
+def make_motion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: float, s_start: float,
+                slab_mm: float) -> Motion:
+    s_tip = plan_insertion(rng, cfg, n, fps, s_target, s_start)
+    tr_mm = _u(rng, cfg.tremor_mm)
+    tr_deg = _u(rng, cfg.tremor_deg)
+    tremor_xy = np.stack([_tremor(rng, n, fps, tr_mm), _tremor(rng, n, fps, tr_mm)], axis=1)
+    tremor_deg = _tremor(rng, n, fps, tr_deg)
+    drift = _u(rng, cfg.probe_drift_mm)
+    rot = _u(rng, cfg.probe_rot_deg)
+    knot = rng.uniform(0.8, 2.5)
+    probe_xy = np.stack([smooth_noise(rng, n, fps, knot, drift), smooth_noise(rng, n, fps, knot, drift * 0.3)], 1)
+    probe_xy -= probe_xy[:1]
+    probe_deg = smooth_noise(rng, n, fps, knot * 1.3, rot)
+    probe_deg -= probe_deg[:1]
+    # elevation: small wander inside the slab, plus maybe an out-of-plane episode
+    elevation = rng.uniform(-0.3, 0.3) * slab_mm + smooth_noise(rng, n, fps, 1.5, 0.25 * slab_mm)
+    if rng.random() < cfg.out_of_plane_prob and n > 3:
+        t0 = rng.uniform(0.1, 0.75) * n
+        ramp = rng.uniform(0.2, 1.0) * fps
+        hold = rng.uniform(0.4, 2.5) * fps
+        peak = rng.choice([-1, 1]) * slab_mm * rng.uniform(2.0, 4.0)
+        k = np.arange(n)
+        up = np.clip((k - t0) / ramp, 0, 1)
+        down = np.clip((k - (t0 + ramp + hold)) / ramp, 0, 1)
+        elevation = elevation + peak * _ease(up - down)
+    vel = np.gradient(s_tip) * fps if n > 1 else np.zeros(n)
+    # drag: tissue follows the shaft with a lag (first-order), saturating
+    drag = np.zeros(n)
+    dmax = _u(rng, cfg.drag_mm)
+    a = 1.0 / (0.3 * fps)
+    acc = 0.0
+    for k in range(n):
+        acc += a * (np.clip(vel[k] * 0.15, -dmax, dmax) - acc)
+        drag[k] = acc
+    mix = _sphere_walk(rng, n, fps, _u(rng, cfg.elev_decorrelation))
+    return Motion(s_tip, tremor_xy, tremor_deg, probe_xy, probe_deg, elevation, drag, mix)

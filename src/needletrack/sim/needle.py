@@ -1,0 +1,100 @@
+"""The needle: calibrated brightness, appearance (specular shaft, comet tail, bevel tip, shadow) and
+ground truth (the in-plane visible extent at the shaft's physical width).
+
+Brightness calibration. van de Berg et al. (Ultrasound Med Biol 2019, data by the MISIT lab, CC BY-SA
+4.0; summary in ../shared/data/needle_visibility) measured the contrast-to-noise ratio of the shaft
+and tip of biopsy needles rotated through 25-180 deg in a PVA phantom. The shaft is brightest at
+platform angle ~77.5 deg, which we take as normal incidence, so ``delta = |angle - 77.5|`` is the angle
+between the beam and the shaft normal. Our own least-squares fit to the Bevel_22G and Trocar_18G
+medians (rms residual 0.7 CNR) gives
+
+    shaft CNR(delta) = 6.23 exp(-(delta / 11.7)^2) + 6.69 exp(-delta / 66.5)
+    tip   CNR(delta) = 11.9 exp(-delta / 130)
+
+A CNR of c over fully developed speckle means the needle's mean log-brightness is ``c * 5.57 dB``
+above the speckle's (5.57 dB = std of a log-compressed Rayleigh envelope); the simulator sets the
+needle's echo power from this, times a per-sequence needle gain (``needle_gain_db``, presets), and the
+log compression then clips what the display cannot show.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from needletrack.sim.bmode import LOG_RAYLEIGH_STD_DB
+
+SHAFT_FIT = (6.23, 11.7, 6.69, 66.5)
+TIP_FIT = (11.9, 130.0)
+PEAK_PLATFORM_DEG = 77.5
+EULER_DB = 2.51  # mean of 10log10 of an exponential (speckle intensity) variable is -2.51 dB
+
+
+def shaft_cnr(delta_deg):
+    """Expected shaft CNR at ``delta_deg`` between the beam and the shaft normal (calibrated curve)."""
+    a, w, b, L = SHAFT_FIT
+    d = np.abs(np.asarray(delta_deg, dtype=np.float64))
+    return a * np.exp(-(d / w) ** 2) + b * np.exp(-d / L)
+
+
+def tip_cnr(delta_deg):
+    a, L = TIP_FIT
+    d = np.abs(np.asarray(delta_deg, dtype=np.float64))
+    return a * np.exp(-d / L)
+
+
+def cnr_to_power(cnr, ref_power: float, gain_db: float = 0.0):
+    """Echo power of a specular target whose CNR over speckle of mean power ``ref_power`` is ``cnr``."""
+    db = np.asarray(cnr, dtype=np.float64) * LOG_RAYLEIGH_STD_DB - EULER_DB + gain_db
+    return ref_power * np.power(10.0, db / 10.0)
+
+
+def incidence_deg(bx, by, dx, dy):
+    """Angle (degrees) between the beam (bx, by) and the normal of a shaft with direction (dx, dy)."""
+    dot = np.clip(np.abs(bx * dx + by * dy), 0.0, 1.0)
+    return np.degrees(np.arcsin(dot))
+
+
+def longest_run(flags: np.ndarray):
+    """(start, stop) of the longest run of True in a 1D bool array; None if none.
+    Ties go to the later run (nearer the tip)."""
+    if not flags.any():
+        return None
+    f = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    d = np.diff(f)
+    starts = np.nonzero(d == 1)[0]
+    stops = np.nonzero(d == -1)[0]
+    lens = stops - starts
+    k = len(lens) - 1 - int(np.argmax(lens[::-1]))
+    return int(starts[k]), int(stops[k])
+
+
+def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: float, count: int,
+                  back_wall: float) -> np.ndarray:
+    """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe):
+    the front wall at ``-r``, then the back wall and comet-tail repeats every ``spacing`` px with
+    geometric decay."""
+    inv = -0.5 / max(sigma, 0.5) ** 2
+    out = np.exp(inv * (u + r) ** 2)
+    amp = back_wall
+    for k in range(1, int(count) + 1):
+        out += amp * np.exp(inv * (u + r - k * spacing) ** 2)
+        amp *= decay
+    return out
+
+
+def soft_ends(s: np.ndarray, s0: float, s1: float, width: float) -> np.ndarray:
+    w = max(width, 0.5)
+    return np.clip((s - s0) / w + 0.5, 0, 1) * np.clip((s1 - s) / w + 0.5, 0, 1)
+
+
+def gauge_width_mm(gauge: int) -> float:
+    from needletrack.sim.config import GAUGE_OD_MM
+
+    g = int(np.clip(gauge, 16, 22))
+    return GAUGE_OD_MM[g]
+
+
+def rotate(vx, vy, deg):
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return vx * c - vy * s, vx * s + vy * c

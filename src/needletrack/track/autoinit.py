@@ -1,0 +1,317 @@
+"""Training-free needle detection: oriented ridge filtering + Hough line fit + a contrast test.
+
+``detect_needle(frame) -> H×W bool mask | None`` finds one straight bright shaft, or says it found none
+(``None``) rather than guessing on plain tissue. ``find_needle_line`` returns the fitted segment with its
+evidence. Used to start the tracker (``auto=True``) and as a per-frame detector baseline.
+
+Method (all on a copy scaled so the longer side is at most ``work_size`` px):
+
+1. Oriented line filter bank (an even, Gabor-like kernel): for each of ``n_orient`` orientations, a kernel
+   that is long along the line (Gaussian envelope, ``length_frac`` of the image diagonal) and, across it,
+   the negative second derivative of a Gaussian (a bright ridge of the shaft's width). Speckle is short
+   and isotropic, so its response to a long kernel averages out; a shaft's adds up.
+2. The maximum response over orientations, as a robust z-score (median/MAD); pixels above ``z_thresh``
+   whose best orientation agrees with the segment are the evidence.
+3. Probabilistic Hough transform (cv2.HoughLinesP) on the evidence; each candidate segment is refitted by
+   least squares (principal axis) to the evidence pixels near it, and its extent is the longest run of
+   evidence along the line with gaps shorter than ``max_gap_frac`` of the diagonal.
+4. Tests that decline: length at least ``min_length_frac`` of the diagonal; angle to the horizontal within
+   ``angle_range`` (an insertion is neither flat like fascia nor vertical like a reverberation/shadow
+   edge); contrast-to-noise of the shaft against flanking bands at least ``min_cnr``; share of the segment
+   covered by evidence at least ``min_coverage``.
+5. The best candidate (CNR × length) is drawn at its measured width (cross-profile FWHM).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from needletrack.track.frames import to_float01
+
+
+@dataclass(frozen=True)
+class NeedleLine:
+    p0: tuple[float, float]      # one end (x, y), frame pixels
+    p1: tuple[float, float]      # other end
+    width_px: float
+    cnr: float
+    coverage: float
+    angle_deg: float             # orientation to the horizontal, 0..90 (unsigned)
+
+    @property
+    def length_px(self) -> float:
+        return math.hypot(self.p1[0] - self.p0[0], self.p1[1] - self.p0[1])
+
+
+@dataclass
+class AutoInitConfig:
+    work_size: int = 256
+    n_orient: int = 24
+    length_frac: float = 0.10
+    ridge_sigma: float = 1.5
+    z_thresh: float = 4.0
+    min_length_frac: float = 0.12
+    max_gap_frac: float = 0.04
+    angle_range: tuple[float, float] = (10.0, 85.0)
+    min_cnr: float = 2.0
+    min_coverage: float = 0.55
+    max_candidates: int = 12
+
+
+def _line_kernel(theta: float, sigma_w: float, half_len: float) -> np.ndarray:
+    """Zero-mean kernel: Gaussian along direction theta, -d²/dn² Gaussian across (a bright ridge)."""
+    r = int(math.ceil(max(half_len * 2.0, sigma_w * 4.0)))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
+    c, s = math.cos(theta), math.sin(theta)
+    u = xx * c + yy * s          # along the line
+    n = -xx * s + yy * c         # across
+    along = np.exp(-0.5 * (u / half_len) ** 2)
+    across = (1.0 - (n / sigma_w) ** 2) * np.exp(-0.5 * (n / sigma_w) ** 2)
+    k = along * across
+    k -= k.mean()
+    k /= np.abs(k).sum()
+    return k.astype(np.float32)
+
+
+def _ridge_response(img: np.ndarray, cfg: AutoInitConfig) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    h, w = img.shape
+    diag = math.hypot(h, w)
+    half_len = max(4.0, cfg.length_frac * diag / 2.0)
+    thetas = np.arange(cfg.n_orient) * (math.pi / cfg.n_orient)
+    best = np.full(img.shape, -np.inf, dtype=np.float32)
+    arg = np.zeros(img.shape, dtype=np.int16)
+    for i, th in enumerate(thetas):
+        r = cv2.filter2D(img, cv2.CV_32F, _line_kernel(th, cfg.ridge_sigma, half_len),
+                         borderType=cv2.BORDER_REFLECT)
+        better = r > best
+        best[better] = r[better]
+        arg[better] = i
+    return best, thetas[arg]
+
+
+def _robust_z(x: np.ndarray) -> np.ndarray:
+    med = float(np.median(x))
+    mad = float(np.median(np.abs(x - med))) * 1.4826
+    return (x - med) / (mad + 1e-6)
+
+
+def _runs(t_sorted: np.ndarray, max_gap: float) -> tuple[float, float]:
+    """Longest run of sorted positions whose consecutive gaps are <= max_gap: (start, end)."""
+    gaps = np.flatnonzero(np.diff(t_sorted) > max_gap)
+    starts = np.concatenate([[0], gaps + 1])
+    ends = np.concatenate([gaps, [len(t_sorted) - 1]])
+    spans = t_sorted[ends] - t_sorted[starts]
+    k = int(np.argmax(spans))
+    return float(t_sorted[starts[k]]), float(t_sorted[ends[k]])
+
+
+def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    import cv2
+
+    mx = xs.astype(np.float32).reshape(1, -1)
+    my = ys.astype(np.float32).reshape(1, -1)
+    return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)[0]
+
+
+def _refine_ends(img, c, u, t0, t1, width, max_gap):
+    """Trim/extend the segment's ends to where the shaft's local contrast (centre minus flanks) holds.
+
+    The long line filter smears a shaft's ends by about half its length; the raw image does not."""
+    nrm = np.array([-u[1], u[0]])
+    h, w = img.shape
+    margin = 0.25 * (t1 - t0)
+    ts = np.arange(t0 - margin, t1 + margin + 0.5, 1.0)
+    centre = c[None, :] + ts[:, None] * u[None, :]
+    ok = (centre[:, 0] >= 0) & (centre[:, 0] <= w - 1) & (centre[:, 1] >= 0) & (centre[:, 1] <= h - 1)
+    ts, centre = ts[ok], centre[ok]
+    if len(ts) < 8:
+        return t0, t1
+    hw = max(width / 2.0, 1.0)
+    def at(off):
+        p = centre + off * nrm[None, :]
+        return _sample(img, p[:, 0], p[:, 1])
+    core = np.mean([at(o) for o in np.arange(-hw, hw + 0.01, 0.5)], axis=0)
+    flank = np.mean([at(s * o) for s in (-1, 1) for o in np.arange(max(1.5 * width, 3.0), max(3.0 * width, 6.0), 1.0)],
+                    axis=0)
+    d = np.convolve(core - flank, np.ones(5) / 5.0, mode="same")
+    mid = (ts >= t0 + 0.25 * (t1 - t0)) & (ts <= t1 - 0.25 * (t1 - t0))
+    if not mid.any():
+        return t0, t1
+    ref = float(np.median(d[mid]))
+    if ref <= 0:
+        return t0, t1
+    on = ts[d >= 0.4 * ref]
+    if on.size < 2:
+        return t0, t1
+    # the run of "on" positions (gap-limited) that covers the middle of the segment
+    gaps = np.flatnonzero(np.diff(on) > max(max_gap, 3.0))
+    starts = np.concatenate([[0], gaps + 1])
+    ends = np.concatenate([gaps, [len(on) - 1]])
+    tm = 0.5 * (t0 + t1)
+    best = None
+    for a, b in zip(starts, ends):
+        span = on[b] - on[a]
+        cover = on[a] <= tm <= on[b]
+        key = (cover, span)
+        if best is None or key > best[0]:
+            best = (key, (float(on[a]), float(on[b])))
+    return best[1]
+
+
+def _profile_stats(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, width: float):
+    """CNR of the shaft against flanking bands, and the shaft's width (FWHM of the mean cross-profile)."""
+    d = p1 - p0
+    length = float(np.hypot(*d))
+    u = d / length
+    nrm = np.array([-u[1], u[0]])
+    ts = np.linspace(0.0, length, max(8, int(length)))
+    half = max(3.0 * width, 6.0)
+    offs = np.arange(-half, half + 0.5, 0.5)
+    pts = p0[None, None, :] + ts[None, :, None] * u[None, None, :] + offs[:, None, None] * nrm[None, None, :]
+    h, w = img.shape
+    inside = (pts[..., 0] >= 0) & (pts[..., 0] <= w - 1) & (pts[..., 1] >= 0) & (pts[..., 1] <= h - 1)
+    vals = _sample(img, pts[..., 0].ravel(), pts[..., 1].ravel()).reshape(pts.shape[:2])
+    vals = np.where(inside, vals, np.nan)
+    prof = np.nanmean(vals, axis=1)
+    core = np.abs(offs) <= max(width / 2.0, 1.0)
+    band = (np.abs(offs) >= max(1.5 * width, 3.0))
+    line_vals = vals[core].ravel()
+    bg_vals = vals[band].ravel()
+    line_vals = line_vals[np.isfinite(line_vals)]
+    bg_vals = bg_vals[np.isfinite(bg_vals)]
+    if line_vals.size < 4 or bg_vals.size < 4:
+        return 0.0, width
+    cnr = (line_vals.mean() - bg_vals.mean()) / (bg_vals.std() + 1e-6)
+    # width: FWHM of the cross-profile around the centre
+    bg = float(np.nanmedian(prof[band]))
+    peak = float(np.nanmax(prof[np.abs(offs) <= max(width, 2.0)]))
+    if not np.isfinite(peak) or peak <= bg:
+        return float(cnr), width
+    above = prof >= bg + 0.5 * (peak - bg)
+    centre = int(np.argmin(np.abs(offs)))
+    lo = centre
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    hi = centre
+    while hi < len(offs) - 1 and above[hi + 1]:
+        hi += 1
+    fwhm = (hi - lo + 1) * 0.5
+    return float(cnr), float(fwhm)
+
+
+def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | None:
+    """The most needle-like straight bright segment in ``frame``, or ``None`` if nothing passes the tests."""
+    import cv2
+
+    cfg = cfg or AutoInitConfig()
+    img = to_float01(frame, "auto-init frame")
+    H, W = img.shape
+    f = min(1.0, cfg.work_size / max(H, W))
+    small = cv2.resize(img, (max(8, round(W * f)), max(8, round(H * f))), interpolation=cv2.INTER_AREA) \
+        if f < 1.0 else img
+    h, w = small.shape
+    diag = math.hypot(h, w)
+    small = cv2.GaussianBlur(small, (0, 0), 0.7)
+    resp, orient = _ridge_response(small, cfg)
+    z = _robust_z(resp)
+    evid = (z > cfg.z_thresh).astype(np.uint8)
+    n_evid = int(evid.sum())
+    if n_evid < 8:
+        return None
+    min_len = cfg.min_length_frac * diag
+    segs = cv2.HoughLinesP(evid * 255, rho=1, theta=math.pi / 180, threshold=max(10, int(min_len * 0.5)),
+                           minLineLength=int(min_len * 0.6), maxLineGap=int(max(2, cfg.max_gap_frac * diag)))
+    if segs is None:
+        return None
+    segs = np.asarray(segs, dtype=np.float64).reshape(-1, 4)
+    lens = np.hypot(segs[:, 2] - segs[:, 0], segs[:, 3] - segs[:, 1])
+    order = np.argsort(-lens)[: cfg.max_candidates]
+    ys, xs = np.nonzero(evid)
+    pts = np.stack([xs, ys], axis=1).astype(np.float64)
+    pt_orient = orient[ys, xs]
+    best: tuple[float, NeedleLine] | None = None
+    seen: list[np.ndarray] = []
+    for i in order:
+        a, b = segs[i, :2], segs[i, 2:]
+        u = (b - a) / max(lens[i], 1e-6)
+        nrm = np.array([-u[1], u[0]])
+        if any(abs(float(np.dot(nrm, s[1]))) > 0.995 and abs(float(np.dot(a - s[0], s[1]))) < 3 for s in seen):
+            continue  # near-duplicate of a line already examined
+        seen.append((a, nrm))
+        # evidence pixels near the line whose filter orientation agrees with it
+        dist = np.abs((pts - a) @ nrm)
+        theta_seg = math.atan2(u[1], u[0]) % math.pi
+        dtheta = np.abs((pt_orient - theta_seg + math.pi / 2) % math.pi - math.pi / 2)
+        near = (dist <= max(2.0, 2.5 * cfg.ridge_sigma)) & (dtheta <= math.radians(20))
+        if near.sum() < 8:
+            continue
+        q = pts[near]
+        c = q.mean(axis=0)
+        dq = q - c
+        evals, evecs = np.linalg.eigh(dq.T @ dq / len(q))
+        u = evecs[:, int(np.argmax(evals))]
+        nrm = np.array([-u[1], u[0]])
+        # re-collect with the refined line, then the longest gap-limited run along it
+        dist = np.abs((pts - c) @ nrm)
+        near = (dist <= max(2.0, 2.5 * cfg.ridge_sigma)) & (dtheta <= math.radians(25))
+        if near.sum() < 8:
+            continue
+        t = np.sort((pts[near] - c) @ u)
+        t0, t1 = _runs(t, cfg.max_gap_frac * diag)
+        length = t1 - t0
+        if length < min_len:
+            continue
+        ang = math.degrees(math.atan2(abs(u[1]), abs(u[0])))
+        if not (cfg.angle_range[0] <= ang <= cfg.angle_range[1]):
+            continue
+        in_run = t[(t >= t0) & (t <= t1)]
+        coverage = min(1.0, len(np.unique(np.round(in_run))) / max(length, 1.0))
+        if coverage < cfg.min_coverage:
+            continue
+        t0, t1 = _refine_ends(small, c, u, t0, t1, 2.0 * cfg.ridge_sigma, cfg.max_gap_frac * diag)
+        if t1 - t0 < min_len:
+            continue
+        p0, p1 = c + t0 * u, c + t1 * u
+        cnr, width = _profile_stats(small, p0, p1, 2.0 * cfg.ridge_sigma)
+        if cnr < cfg.min_cnr:
+            continue
+        score = cnr * length
+        cand = NeedleLine(p0=(float(p0[0] / f), float(p0[1] / f)), p1=(float(p1[0] / f), float(p1[1] / f)),
+                          width_px=float(max(2.0, width / f)), cnr=float(cnr), coverage=float(coverage),
+                          angle_deg=float(ang))
+        if best is None or score > best[0]:
+            best = (score, cand)
+    return None if best is None else best[1]
+
+
+def detect_needle(frame, cfg: AutoInitConfig | None = None) -> np.ndarray | None:
+    """H×W bool mask of the needle found in ``frame`` (drawn at its measured width), or ``None``."""
+    from needletrack.geometry import line_mask
+
+    line = find_needle_line(frame, cfg)
+    if line is None:
+        return None
+    shape = np.asarray(frame).shape[:2]
+    m = line_mask(shape, line.p0, line.p1, line.width_px)
+    return m if m.any() else None
+
+
+def estimate_shaft_width(frame, p0, p1, default: float | None = None) -> float:
+    """Width (px) of the bright shaft along p0→p1 in ``frame`` (cross-profile FWHM), clipped to a sane range.
+
+    Used to draw ``first_line`` prompts at the shaft's width."""
+    img = to_float01(frame, "frame")
+    h, w = img.shape
+    lo, hi = 2.0, max(3.0, 0.04 * min(h, w))
+    guess = default if default is not None else max(3.0, 0.01 * min(h, w))
+    a, b = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
+    if np.hypot(*(b - a)) < 2:
+        return float(np.clip(guess, lo, hi))
+    cnr, width = _profile_stats(img, a, b, guess)
+    if cnr < 1.0:  # no visible shaft along the line: keep the default
+        return float(np.clip(guess, lo, hi))
+    return float(np.clip(width, lo, hi))

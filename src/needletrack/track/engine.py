@@ -1,0 +1,195 @@
+"""Engines: the only place the tracker touches a model.
+
+An engine hides where the network runs (PyTorch here, ONNX Runtime in ``onnx_engine.py``) behind the model's
+operations (docs/internals.md "Models"), on the model's square/rectangular input:
+
+    q    = engine.encode_key(image, prev=None)       # QueryFeatures-like, q.key 1×Ck×h×w, q.raw16 for flow
+    v    = engine.encode_value(image, mask, q)       # 1×Cv×h×w
+    r    = engine.read_memory(mem_key, mem_val, q, valid=None, top_k=None)
+    prob = engine.segment(r, q)                      # numpy float32 (H_in, W_in), sigmoid applied
+    prob = engine.predict(image)                     # per-frame baselines (is_memory_model False)
+
+``image`` is a float32 (H_in, W_in) array in [0, 1] (numpy or torch) already letterboxed by
+:class:`Letterbox`; ``mask`` likewise in [0, 1]. Memory tensors are whatever ``engine.zeros`` allocates, so the
+memory store works unchanged on torch tensors or numpy arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_INPUT_SIZE = 448
+
+
+# ----------------------------------------------------------------------------------------------------------
+# letterbox: any frame size/aspect <-> the model's input
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Letterbox:
+    """Resize a frame (keeping its aspect) to fit ``in_hw`` and pad the rest with zeros (centred), and back."""
+
+    frame_hw: tuple[int, int]
+    in_hw: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        return min(self.in_hw[0] / self.frame_hw[0], self.in_hw[1] / self.frame_hw[1])
+
+    @property
+    def inner_hw(self) -> tuple[int, int]:
+        s = self.scale
+        return (max(1, min(self.in_hw[0], int(round(self.frame_hw[0] * s)))),
+                max(1, min(self.in_hw[1], int(round(self.frame_hw[1] * s)))))
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        ih, iw = self.inner_hw
+        return ((self.in_hw[0] - ih) // 2, (self.in_hw[1] - iw) // 2)
+
+    def _resize(self, img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        import cv2
+
+        if img.shape[:2] == tuple(hw):
+            return img
+        shrink = hw[0] < img.shape[0] or hw[1] < img.shape[1]
+        return cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def forward(self, img: np.ndarray) -> np.ndarray:
+        """Frame-sized float32 image -> model-input-sized float32 image (zero padding)."""
+        img = np.asarray(img, dtype=np.float32)
+        out = np.zeros(self.in_hw, dtype=np.float32)
+        (oy, ox), (ih, iw) = self.offset, self.inner_hw
+        out[oy:oy + ih, ox:ox + iw] = self._resize(img, (ih, iw))
+        return out
+
+    def backward(self, img: np.ndarray) -> np.ndarray:
+        """Model-input-sized map -> frame-sized map (crop the padding, resize back)."""
+        (oy, ox), (ih, iw) = self.offset, self.inner_hw
+        crop = np.ascontiguousarray(np.asarray(img, dtype=np.float32)[oy:oy + ih, ox:ox + iw])
+        return self._resize(crop, self.frame_hw)
+
+    def to_input_xy(self, xy) -> tuple[float, float]:
+        s, (oy, ox) = self.scale, self.offset
+        return (float(xy[0]) * s + ox, float(xy[1]) * s + oy)
+
+
+def _hw(size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        return (int(size), int(size))
+    h, w = size
+    return (int(h), int(w))
+
+
+def model_input_hw(model, override=None) -> tuple[int, int]:
+    """The (H, W) a model wants: ``override``, else its config's input size, else 448. Multiples of 32."""
+    size = override
+    if size is None:
+        cfg = getattr(model, "cfg", None)
+        for attr in ("input_size", "image_size", "size", "input_hw"):
+            val = getattr(cfg, attr, None) if cfg is not None else None
+            if val:
+                size = val
+                break
+    hw = _hw(size if size else DEFAULT_INPUT_SIZE)
+    if hw[0] % 32 or hw[1] % 32 or min(hw) < 32:
+        raise ValueError(f"model input size must be a multiple of 32, got {hw}")
+    return hw
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the PyTorch engine
+# ----------------------------------------------------------------------------------------------------------
+class TorchEngine:
+    """Runs a needletrack model (``needletrack.models``) with PyTorch, under inference mode."""
+
+    name = "torch"
+
+    def __init__(self, model, device: str = "cpu", input_size=None):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.is_memory_model = bool(getattr(model, "is_memory_model", False))
+        self.input_hw = model_input_hw(model, input_size)
+        cfg = getattr(model, "cfg", None)
+        self.top_k_default = getattr(cfg, "top_k", 20) if cfg is not None else 20
+
+    # -- conversions ----------------------------------------------------------------------------------
+    def _image(self, x):
+        t = self.torch
+        if isinstance(x, np.ndarray):
+            x = t.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        x = x.to(self.device, t.float32)
+        while x.dim() < 4:
+            x = x.unsqueeze(0)
+        return x
+
+    def zeros(self, shape, dtype: str = "float32"):
+        t = self.torch
+        return t.zeros(tuple(shape), dtype=t.bool if dtype == "bool" else t.float32, device=self.device)
+
+    @staticmethod
+    def key_of(q):
+        return q.key
+
+    # -- model operations -----------------------------------------------------------------------------
+    def encode_key(self, image, prev=None):
+        with self.torch.inference_mode():
+            return self.model.encode_key(self._image(image), prev=prev)
+
+    def encode_value(self, image, mask, q):
+        with self.torch.inference_mode():
+            return self.model.encode_value(self._image(image), self._image(mask), q.f16)
+
+    def read_memory(self, mem_key, mem_val, q, valid=None, top_k=None):
+        with self.torch.inference_mode():
+            return self.model.read_memory(mem_key, mem_val, q.key, valid=valid, top_k=top_k)
+
+    def segment(self, readout, q) -> np.ndarray:
+        with self.torch.inference_mode():
+            logit = self.model.segment(readout, q)
+            return self._prob(logit)
+
+    def predict(self, image) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self._prob(self.model(self._image(image)))
+
+    def _prob(self, logit) -> np.ndarray:
+        p = self.torch.sigmoid(logit.float())[0, 0]
+        if tuple(p.shape) != self.input_hw:  # a model may return a smaller logit; bring it to the input size
+            p = self.torch.nn.functional.interpolate(p[None, None], size=self.input_hw, mode="bilinear",
+                                                     align_corners=False)[0, 0]
+        return p.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def make_engine(name_or_path, device: str = "cpu", engine: str = "auto", input_size=None):
+    """Build an engine for a model name/checkpoint path (or a model object for the torch engine).
+
+    ``engine``: "torch", "onnx" or "auto" (ONNX for a ``.onnx`` path, torch otherwise).
+    """
+    from pathlib import Path
+
+    from needletrack.errors import NeedletrackError
+
+    if engine not in ("auto", "torch", "onnx"):
+        raise NeedletrackError(f"unknown engine {engine!r} (choose auto, torch or onnx)")
+    is_onnx_path = isinstance(name_or_path, (str, Path)) and str(name_or_path).lower().endswith(".onnx")
+    if engine == "onnx" or (engine == "auto" and is_onnx_path):
+        try:
+            from needletrack.track.onnx_engine import OnnxEngine
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("needletrack"):
+                raise NeedletrackError("the ONNX engine is not available in this build") from None
+            raise
+        return OnnxEngine(name_or_path, device=device, input_size=input_size)
+    if is_onnx_path:
+        raise NeedletrackError("an .onnx model needs engine='onnx' (or 'auto')", name_or_path)
+    if isinstance(name_or_path, (str, Path)):
+        from needletrack.models import load_model
+
+        model = load_model(name_or_path, device=device)
+    else:
+        model = name_or_path
+    return TorchEngine(model, device=device, input_size=input_size)

@@ -1,0 +1,145 @@
+"""The `track` command's output folder, written so that an interrupted run leaves nothing that looks complete.
+
+    DIR/masks/<name>.png   0/255, input frame size (named like the input frames for folders, else 00000.png…)
+    DIR/needle.csv         frame,time_s,visible,score,tip_x,tip_y,tail_x,tail_y,angle_deg
+    DIR/overlay.mp4        H.264: mask tint, shaft, tip, predicted path, frame number
+    DIR/summary.json       written last
+
+While running, masks go to ``DIR/.masks.partial-<pid>/`` and the CSV and the video to hidden ``.partial``
+files; :meth:`TrackOutputs.close` renames them into place (masks, CSV, video) and writes summary.json last.
+:meth:`abort` (called on any error or Ctrl-C) deletes the partial files; a previous run's outputs in DIR are
+left as they were until the new run completes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from needletrack.track.tracker import CSV_HEADER
+from needletrack.utils import atomic_path, write_json_atomic
+
+
+class TrackOutputs:
+    def __init__(self, out_dir, fps: float | None = None, overlay: bool = True, masks: bool = True):
+        self.dir = Path(out_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            from needletrack.errors import InputError
+
+            raise InputError("--out exists and is not a folder", self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self._masks_tmp = self.dir / f".masks.partial-{os.getpid()}" if masks else None
+        if self._masks_tmp is not None:
+            shutil.rmtree(self._masks_tmp, ignore_errors=True)
+            self._masks_tmp.mkdir()
+        self._csv_ctx = atomic_path(self.dir / "needle.csv")
+        self._csv_tmp = self._csv_ctx.__enter__()
+        self._csv_file = open(self._csv_tmp, "w", newline="")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(CSV_HEADER)
+        self._video_ctx = self._video_tmp = self._video = None
+        if overlay:
+            from needletrack.track.overlay import Mp4Writer
+
+            self._video_ctx = atomic_path(self.dir / "overlay.mp4")
+            self._video_tmp = self._video_ctx.__enter__()
+            self._video = Mp4Writer(self._video_tmp, fps=fps or 25.0)
+        self.names: set[str] = set()
+        self.n = 0
+        self.closed = False
+
+    def add(self, frame, result, time_s: float | None, name: str | None = None) -> None:
+        import cv2
+
+        if time_s is None and self.fps:
+            time_s = result.frame_index / self.fps
+        self._csv.writerow(result.csv_row(time_s))
+        if self._masks_tmp is not None:
+            stem = Path(name).stem if name else f"{result.frame_index:05d}"
+            fname = f"{stem}.png"
+            if fname in self.names:      # two inputs a.png and a.jpg: keep both
+                fname = f"{stem}_{result.frame_index:05d}.png"
+            self.names.add(fname)
+            ok, buf = cv2.imencode(".png", result.mask.astype(np.uint8) * 255)
+            if not ok:
+                raise RuntimeError("could not encode a mask PNG")
+            (self._masks_tmp / fname).write_bytes(buf.tobytes())
+        if self._video is not None:
+            from needletrack.track.overlay import draw_overlay
+
+            self._video.write(draw_overlay(frame, result))
+        self.n += 1
+
+    def close(self, summary: dict) -> dict:
+        """Move everything into place; summary.json last. Returns the summary written."""
+        self._csv_file.close()
+        if self._video is not None:
+            self._video.close()
+        if self._masks_tmp is not None:
+            final = self.dir / "masks"
+            old = None
+            if final.exists():
+                old = self.dir / f".masks.old-{os.getpid()}"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+            os.replace(self._masks_tmp, final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        self._exit(self._csv_ctx)
+        if self._video_ctx is not None:
+            self._exit(self._video_ctx)
+        outputs = {"needle_csv": "needle.csv"}
+        if self._masks_tmp is not None:
+            outputs["masks"] = "masks/"
+        if self._video is not None:
+            outputs["overlay"] = "overlay.mp4"
+        summary = dict(summary, outputs=outputs)
+        write_json_atomic(self.dir / "summary.json", summary)
+        self.closed = True
+        return summary
+
+    @staticmethod
+    def _exit(ctx, exc: BaseException | None = None) -> None:
+        if exc is None:
+            ctx.__exit__(None, None, None)
+        else:
+            try:
+                ctx.__exit__(type(exc), exc, None)
+            except BaseException:  # noqa: BLE001 - the context re-raises the error we gave it
+                pass
+
+    def abort(self) -> None:
+        """Delete every partial file (called on errors and interrupts)."""
+        if self.closed:
+            return
+        self.closed = True
+        err = RuntimeError("aborted")
+        try:
+            self._csv_file.close()
+        except Exception:  # noqa: BLE001
+            pass
+        if self._video is not None:
+            try:
+                self._video.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._exit(self._csv_ctx, err)
+        if self._video_ctx is not None:
+            self._exit(self._video_ctx, err)
+        if self._masks_tmp is not None:
+            shutil.rmtree(self._masks_tmp, ignore_errors=True)
+
+
+def write_csv_text(results) -> str:
+    """needle.csv content for a list of TrackResult (used by tests/tools)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_HEADER)
+    for r in results:
+        w.writerow(r.csv_row())
+    return buf.getvalue()

@@ -1,0 +1,149 @@
+"""Track a whole cine loop into an output folder (the `needletrack track` command's engine room)."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from needletrack.errors import InputError, NeedletrackError
+
+
+def parse_line(text: str) -> tuple[float, float, float, float]:
+    """'X0,Y0,X1,Y1' -> four floats (one-line error otherwise)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = tuple(float(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
+        raise NeedletrackError(f"--first-line must be four numbers X0,Y0,X1,Y1 (pixels), got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def read_first_mask(path, shape: tuple[int, int]) -> np.ndarray:
+    """A first-frame mask PNG as bool; its size must match the frame's."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such mask file", p)
+    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError("cannot read the mask (not an image?)", p)
+    if img.ndim == 3:
+        img = img[:, :, :3].max(axis=2) if img.shape[2] >= 3 else img[:, :, 0]
+    if img.shape != tuple(shape):
+        raise InputError(f"mask is {img.shape[1]}×{img.shape[0]} px but the frames are {shape[1]}×{shape[0]} px", p)
+    thr = 128 if img.dtype == np.uint8 else (32768 if img.dtype == np.uint16 else 0.5)
+    m = img >= thr
+    if not m.any():
+        raise InputError("mask is empty (no pixel >= 128): draw the needle, or use --first-line / --auto", p)
+    return m
+
+
+def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line=None, auto: bool = False,
+                    overlay: bool = True, masks: bool = True, max_frames: int | None = None,
+                    progress: bool = True, model_name: str | None = None, gt=None) -> dict:
+    """Track ``input_path`` (anything ``open_cine`` reads) and write DIR/{masks,needle.csv,overlay.mp4,summary.json}.
+
+    ``first_mask``: bool array or a PNG path. ``gt``: optional callable ``gt(i) -> bool mask`` to score against
+    (DESIGN §3 metrics, first frame unscored); the metrics go into the summary. Returns the summary dict.
+    """
+    from needletrack import __version__
+    from needletrack.io import open_cine
+    from needletrack.track.outputs import TrackOutputs
+
+    prompts = sum(x is not None for x in (first_mask, first_line)) + bool(auto)
+    if prompts == 0:
+        raise NeedletrackError("the first frame needs a prompt: --first-mask PNG, --first-line X0,Y0,X1,Y1 or --auto")
+    if prompts > 1:
+        raise NeedletrackError("give only one of --first-mask, --first-line or --auto")
+    cine = open_cine(input_path)
+    acc = None
+    if gt is not None:
+        from needletrack.eval.metrics import MetricAccumulator
+
+        acc = MetricAccumulator(pixel_spacing_mm=getattr(cine, "pixel_spacing_mm", None))
+    with cine:
+        shape = (int(cine.height), int(cine.width))
+        if first_mask is not None and not isinstance(first_mask, np.ndarray):
+            first_mask = read_first_mask(first_mask, shape)
+        total = int(cine.frames) if cine.frames else None
+        if max_frames is not None:
+            total = min(total, max_frames) if total else max_frames
+        tracker.reset()
+        outs = TrackOutputs(out_dir, fps=cine.fps, overlay=overlay, masks=masks)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frame", desc="tracking", leave=False, dynamic_ncols=True)
+        names = getattr(cine, "names", None)
+        times: list[float] = []
+        visible = 0
+        scores: list[float] = []
+        first_found = None
+        try:
+            for i, (frame, time_s) in enumerate(cine):
+                if max_frames is not None and i >= max_frames:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    if i == 0:
+                        res = tracker.step(frame, mask=first_mask, first_line=first_line, auto=auto)
+                    else:
+                        res = tracker.step(frame)
+                except NeedletrackError as e:
+                    raise NeedletrackError(str(e), input_path) from None
+                times.append(time.perf_counter() - t0)
+                if res.visible:
+                    visible += 1
+                    scores.append(res.score)
+                if first_found is None and tracker.first_found is not None:
+                    first_found = tracker.first_found
+                if acc is not None:
+                    acc.update(res.mask, gt(i), first=(i == 0))
+                outs.add(frame, res, time_s, names[i] if names and i < len(names) else None)
+                if bar is not None:
+                    bar.update(1)
+            n = outs.n
+            if n == 0:
+                raise InputError("no frames to track", input_path)
+            steady = np.asarray(times[1:] if len(times) > 1 else times) * 1000.0
+            summary = {
+                "needletrack_version": __version__,
+                "input": str(input_path),
+                "format": getattr(cine, "format", None),
+                "frames": n,
+                "width": shape[1],
+                "height": shape[0],
+                "fps": cine.fps,
+                "model": model_name,
+                "engine": getattr(tracker.engine, "name", None),
+                "model_input_size": list(tracker.input_hw),
+                "prompt": "mask" if first_mask is not None else ("line" if first_line is not None else "auto"),
+                "first_found_frame": first_found,
+                "visible_frames": visible,
+                "mean_score_visible": float(np.mean(scores)) if scores else None,
+                "ms_per_frame_mean": float(steady.mean()),
+                "ms_per_frame_p50": float(np.percentile(steady, 50)),
+                "ms_per_frame_p95": float(np.percentile(steady, 95)),
+                "fps_tracking": float(1000.0 / steady.mean()) if steady.mean() > 0 else None,
+                "memory_frames_at_end": list(tracker.memory.frames),
+                "memory_bytes": int(tracker.memory.nbytes()),
+                "notes": list(getattr(cine, "notes", []) or []),
+            }
+            if auto and first_found is None:
+                summary["notes"].append("auto-init found no needle in any frame")
+            if acc is not None:
+                summary["metrics"] = acc.result()
+            summary = outs.close(summary)
+        except BaseException:
+            outs.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return summary

@@ -1,0 +1,281 @@
+"""The streaming tracker: frame in, needle out, at constant cost per frame on endless streams.
+
+    tracker = Tracker.from_pretrained("default")             # or a checkpoint path / .onnx file
+    r = tracker.step(frame0, mask=first_mask)                # or first_line=(x0, y0, x1, y1), or auto=True
+    r = tracker.step(frame1)                                 # r.mask, r.prob, r.visible, r.score, r.tip ...
+
+Memory models (STNAN, STCN, ...) keep the first frame and a ring of recent memory frames (MemoryStore);
+per-frame baselines (``is_memory_model == False``) segment each frame alone through the same interface.
+A memory frame is written every ``mem_every`` frames, but only from a confident, non-empty prediction, so
+frames where the needle has left the image (or a doubtful one) never overwrite what the needle looks like;
+the first frame is never overwritten. When the needle comes back, the memory read finds it again.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from needletrack.errors import NeedletrackError
+from needletrack.track.engine import Letterbox, make_engine
+from needletrack.track.frames import FrameNormaliser
+from needletrack.track.kalman import TipTailKalman
+from needletrack.track.memory import MemoryStore
+
+
+@dataclass
+class TrackResult:
+    frame_index: int
+    mask: np.ndarray                       # H×W bool, frame size
+    prob: np.ndarray                       # H×W float32 in [0, 1], frame size
+    visible: bool
+    score: float                           # mean probability inside the mask (0 when nothing is visible)
+    tip: tuple[float, float] | None        # Kalman-smoothed (x, y) px; None when not visible
+    tail: tuple[float, float] | None
+    angle_deg: float | None                # to the horizontal, 0..90 going down (geometry convention)
+    path: np.ndarray | None                # 2×2 [[tip_x, tip_y], [x, y]]: the shaft extended to the image border
+    raw_tip: tuple[float, float] | None = None   # unsmoothed geometry from the mask
+    raw_tail: tuple[float, float] | None = None
+    area_px: int = 0
+    source: str = "model"                  # "prompt" (first frame), "model", "search" (auto, nothing yet)
+    memory_frames: list[int] = field(default_factory=list)
+
+    def csv_row(self, time_s: float | None = None) -> list:
+        def f(v, nd=2):
+            return "" if v is None else f"{v:.{nd}f}"
+        tip, tail = self.tip, self.tail
+        return [self.frame_index, f(time_s, 4), int(self.visible), f"{self.score:.4f}",
+                f(tip and tip[0]), f(tip and tip[1]), f(tail and tail[0]), f(tail and tail[1]), f(self.angle_deg)]
+
+
+CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg"]
+
+
+class Tracker:
+    """Follow one needle through a stream of frames (see module doc)."""
+
+    def __init__(self, model_or_engine, *, device: str = "cpu", input_size=None, mem_every: int = 5,
+                 mem_cap: int = 8, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
+                 mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
+                 line_width: float | None = None, autoinit_cfg=None):
+        if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
+                and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
+                and not hasattr(model_or_engine, "parameters"):
+            self.engine = model_or_engine          # an engine (TorchEngine / OnnxEngine)
+        else:
+            self.engine = make_engine(model_or_engine, device=device, engine="torch", input_size=input_size)
+        self.is_memory_model = bool(self.engine.is_memory_model)
+        # top-k in the memory read: the model's own setting (cfg.top_k) unless given; None = dense
+        self.top_k = getattr(self.engine, "top_k_default", 20) if top_k == "model" else top_k
+        self.threshold = float(threshold)
+        self.min_area_px = min_area_px
+        self.mem_min_score = float(mem_min_score)
+        # fixed-shape engines (ONNX) read all slots with the valid mask; torch reads the filled prefix
+        self.static_memory = bool(getattr(self.engine, "static_memory", False)) if static_memory is None \
+            else bool(static_memory)
+        self.smooth = smooth
+        self.line_width = line_width
+        self.autoinit_cfg = autoinit_cfg
+        self.memory = MemoryStore(cap=mem_cap, every=mem_every)
+        self.kalman = TipTailKalman()
+        self.reset()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path="default", device: str = "cpu", engine: str = "auto", **kwargs):
+        """A tracker for a shipped model name (``weights/<name>.safetensors``), a checkpoint or an .onnx file."""
+        eng = make_engine(name_or_path, device=device, engine=engine, input_size=kwargs.pop("input_size", None))
+        return cls(eng, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the stream: the next step() needs a mask, a line or auto=True again."""
+        self.memory.clear()
+        self.kalman.reset()
+        self.normaliser = FrameNormaliser()
+        self.frame_index = 0
+        self.frame_hw: tuple[int, int] | None = None
+        self.letterbox: Letterbox | None = None
+        self.initialised = False
+        self.searching = False          # auto mode: looking for the needle, nothing found yet
+        self.first_found: int | None = None
+        self.entry_side: str | None = None
+        self._prev = None               # previous frame's raw features (flow)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return tuple(self.engine.input_hw)
+
+    # ------------------------------------------------------------------------------------------------------
+    def step(self, frame, mask=None, first_line=None, auto: bool = False) -> TrackResult:
+        i = self.frame_index
+        where = f"frame {i}"
+        img = self.normaliser(frame, where)
+        hw = img.shape
+        if self.frame_hw is None:
+            self.frame_hw = hw
+            self.letterbox = Letterbox(hw, self.input_hw)
+        elif hw != self.frame_hw:
+            raise NeedletrackError(f"frame {i} is {hw[1]}×{hw[0]} px but the stream started at "
+                                   f"{self.frame_hw[1]}×{self.frame_hw[0]} px (call reset() for a new stream)")
+        prompts = sum(x is not None for x in (mask, first_line)) + bool(auto)
+        if prompts > 1:
+            raise NeedletrackError("give only one of mask=, first_line= or auto=True")
+        if self.initialised and prompts:
+            raise NeedletrackError(f"{where}: a mask, line or auto prompt is only for the first frame "
+                                   "(call reset() to start again)")
+        if not self.initialised and not self.searching and not prompts:
+            raise NeedletrackError("the first frame needs a prompt: mask=, first_line=(x0, y0, x1, y1) or auto=True")
+        try:
+            if not self.initialised:
+                first = self._prompt_mask(frame, img, mask, first_line, auto, where)
+                if first is None:      # auto mode, nothing found (yet)
+                    self.searching = True
+                    return self._finish(img, np.zeros(hw, np.float32), source="search")
+                return self._start(img, first)
+            return self._track(img)
+        finally:
+            self.frame_index += 1
+
+    # ------------------------------------------------------------------------------------------------------
+    def _prompt_mask(self, frame, img, mask, first_line, auto, where):
+        hw = img.shape
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.ndim == 3 and m.shape[2] in (1, 3, 4):
+                m = m[:, :, 0]
+            if m.shape != hw:
+                raise NeedletrackError(f"first mask is {m.shape[1] if m.ndim > 1 else '?'}×{m.shape[0]} px but "
+                                       f"the frame is {hw[1]}×{hw[0]} px")
+            if m.dtype == bool:
+                mb = m
+            elif np.issubdtype(m.dtype, np.floating):
+                if not np.all(np.isfinite(m)):
+                    raise NeedletrackError("first mask contains NaN or inf")
+                mb = m > 0.5 if m.max() <= 1.0 else m >= 128
+            else:
+                mb = m >= 128 if m.max() > 1 else m > 0
+            if not mb.any():
+                raise NeedletrackError("first mask is empty (no needle pixels): draw the needle, or use "
+                                       "first_line= / auto=True")
+            return mb
+        if first_line is not None:
+            from needletrack.geometry import line_mask
+            from needletrack.track.autoinit import estimate_shaft_width
+
+            try:
+                x0, y0, x1, y1 = (float(v) for v in first_line)
+            except (TypeError, ValueError):
+                raise NeedletrackError(f"first_line must be four numbers x0, y0, x1, y1; got {first_line!r}") \
+                    from None
+            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+                raise NeedletrackError("first_line has a NaN or inf coordinate")
+            h, w = hw
+            if not all(0 <= x <= w - 1 for x in (x0, x1)) or not all(0 <= y <= h - 1 for y in (y0, y1)):
+                raise NeedletrackError(f"first_line ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the "
+                                       f"{w}×{h} frame")
+            if math.hypot(x1 - x0, y1 - y0) < 3:
+                raise NeedletrackError("first_line is shorter than 3 px")
+            width = self.line_width or estimate_shaft_width(img, (x0, y0), (x1, y1))
+            return line_mask(hw, (x0, y0), (x1, y1), width)
+        # auto (now or still searching)
+        from needletrack.track.autoinit import detect_needle
+
+        return detect_needle(img, self.autoinit_cfg)
+
+    def _start(self, img: np.ndarray, mask_b: np.ndarray) -> TrackResult:
+        i = self.frame_index
+        lb = self.letterbox
+        x = lb.forward(img)
+        if self.is_memory_model:
+            m_in = np.clip(lb.forward(mask_b.astype(np.float32)), 0.0, 1.0)
+            q = self.engine.encode_key(x, prev=None)
+            v = self.engine.encode_value(x, m_in, q)
+            self.memory.allocate(self.engine, q.key, v)
+            self.memory.set_first(q.key, v, i)
+            self._prev = getattr(q, "raw16", None)
+        self.initialised = True
+        self.searching = False
+        self.first_found = i
+        return self._finish(img, mask_b.astype(np.float32), source="prompt", given_mask=mask_b)
+
+    def _track(self, img: np.ndarray) -> TrackResult:
+        i = self.frame_index
+        x = self.letterbox.forward(img)
+        if not self.is_memory_model:
+            prob_in = self.engine.predict(x)
+            return self._finish(img, self.letterbox.backward(prob_in), source="model")
+        q = self.engine.encode_key(x, prev=self._prev)
+        keys, vals, valid = self.memory.view(static=self.static_memory)
+        r = self.engine.read_memory(keys, vals, q, valid=valid, top_k=self.top_k)
+        prob_in = self.engine.segment(r, q)
+        self._prev = getattr(q, "raw16", None)
+        res = self._finish(img, self.letterbox.backward(prob_in), source="model")
+        if res.visible and res.score >= self.mem_min_score and self.memory.due(i):
+            v = self.engine.encode_value(x, prob_in, q)
+            self.memory.add(q.key, v, i)
+        res.memory_frames = self.memory.frames
+        return res
+
+    # ------------------------------------------------------------------------------------------------------
+    def _min_area(self) -> int:
+        if self.min_area_px is not None:
+            return int(self.min_area_px)
+        h, w = self.frame_hw
+        return max(4, int(round(2e-4 * h * w)))
+
+    def _finish(self, img, prob: np.ndarray, source: str, given_mask=None) -> TrackResult:
+        from needletrack.geometry import needle_from_mask
+
+        i = self.frame_index
+        prob = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
+        mask = given_mask if given_mask is not None else prob >= self.threshold
+        area = int(mask.sum())
+        visible = area >= (1 if given_mask is not None else self._min_area())
+        if not visible:
+            mask = np.zeros_like(mask, dtype=bool)
+            area = 0
+        score = float(prob[mask].mean()) if visible else 0.0
+        geo = needle_from_mask(mask, entry_side=self.entry_side) if visible else None
+        if geo is not None and self.entry_side is None:
+            self.entry_side = geo.entry_side
+        raw_tip = geo.tip if geo else None
+        raw_tail = geo.tail if geo else None
+        if self.smooth and geo is not None and source != "search":
+            tip, tail = self.kalman.update(geo.tip, geo.tail)
+        elif self.smooth and source != "search":
+            self.kalman.predict()          # keep the motion model running through gaps
+            tip = tail = None
+        else:
+            tip, tail = raw_tip, raw_tail
+        angle = path = None
+        if tip is not None:
+            h, w = self.frame_hw
+            tip = (min(max(tip[0], 0.0), w - 1.0), min(max(tip[1], 0.0), h - 1.0))
+            tail = (min(max(tail[0], 0.0), w - 1.0), min(max(tail[1], 0.0), h - 1.0))
+            dx, dy = tip[0] - tail[0], tip[1] - tail[1]
+            angle = math.degrees(math.atan2(dy, abs(dx))) if (dx or dy) else (geo.angle_deg if geo else 0.0)
+            path = predicted_path(tip, tail, self.frame_hw)
+        return TrackResult(frame_index=i, mask=mask, prob=prob, visible=visible, score=score, tip=tip, tail=tail,
+                           angle_deg=angle, path=path, raw_tip=raw_tip, raw_tail=raw_tail, area_px=area,
+                           source=source, memory_frames=self.memory.frames)
+
+
+def predicted_path(tip, tail, frame_hw) -> np.ndarray | None:
+    """The shaft extended straight ahead of the tip to the image border: [[tip_x, tip_y], [end_x, end_y]]."""
+    h, w = frame_hw
+    d = np.array([tip[0] - tail[0], tip[1] - tail[1]], dtype=np.float64)
+    n = float(np.hypot(*d))
+    if n < 1e-6:
+        return None
+    d /= n
+    # distance along d from the tip to the first border crossing
+    ts = []
+    for comp, pos, lim in ((d[0], tip[0], w - 1.0), (d[1], tip[1], h - 1.0)):
+        if comp > 1e-9:
+            ts.append((lim - pos) / comp)
+        elif comp < -1e-9:
+            ts.append((0.0 - pos) / comp)
+    t = max(0.0, min(ts)) if ts else 0.0
+    end = (tip[0] + t * d[0], tip[1] + t * d[1])
+    return np.array([[tip[0], tip[1]], [end[0], end[1]]], dtype=np.float32)

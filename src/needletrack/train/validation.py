@@ -1,0 +1,118 @@
+"""Validation during training: a fixed split (simulated once, or a data set folder), scored by TRACKING
+each sequence with the streaming rollout from its first mask, with the DESIGN §3 metrics
+(``needletrack.eval.metrics``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from needletrack.errors import InputError
+
+
+@dataclass
+class ValSequence:
+    name: str
+    group: str            # simulator preset, or "folder"
+    frames: np.ndarray    # T×H×W uint8
+    masks: np.ndarray     # T×H×W bool
+
+
+def _resize_seq(frames, masks, size):
+    h, w = size
+    if frames.shape[1:] == (h, w):
+        return frames, masks
+    f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
+    m = np.stack([cv2.resize(x.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5 for x in masks])
+    return f, m
+
+
+def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None, log=print) -> list[ValSequence]:
+    """The validation split: ``vcfg['root']`` (data set folder) or simulated sequences with seeds
+    ``seed + i`` (presets cycled). Generated deterministically; optionally written to ``out_dir``."""
+    seqs: list[ValSequence] = []
+    if vcfg.get("root"):
+        from needletrack.data.folder import list_sequences, read_sequence
+
+        for p in list_sequences(vcfg["root"]):
+            s = read_sequence(p)
+            if s.mask_paths is None or len(s.mask_paths) != len(s):
+                raise InputError("validation sequence needs one mask per frame", p)
+            f = np.stack([s.frame(i) for i in range(len(s))])
+            m = np.stack([s.mask(i) for i in range(len(s))])
+            f, m = _resize_seq(f, m, size)
+            seqs.append(ValSequence(s.name, "folder", f, m))
+        return seqs
+    from needletrack.sim import load_backgrounds, simulate_sequence
+
+    bg_dir = vcfg.get("backgrounds")
+    backgrounds = None
+    if bg_dir and Path(bg_dir).is_dir():
+        backgrounds = load_backgrounds(bg_dir)
+    presets = list(vcfg["presets"])
+    n, t = int(vcfg["sequences"]), int(vcfg["frames"])
+    sz = size[0] if size[0] == size[1] else tuple(size)
+    for i in range(n):
+        preset = presets[i % len(presets)]
+        seed = int(vcfg["seed"]) + i
+        frames, masks, needles = [], [], []
+        for frame, mask, needle in simulate_sequence(n_frames=t, size=sz, preset=preset, seed=seed,
+                                                     backgrounds=backgrounds if i % 2 == 0 else None,
+                                                     frame_step=int(vcfg.get("frame_step", 1))):
+            frames.append(frame)
+            masks.append(mask)
+            needles.append(needle)
+        f, m = _resize_seq(np.stack(frames), np.stack(masks).astype(bool), size)
+        name = f"val_{i:03d}_{preset}_s{seed}"
+        seqs.append(ValSequence(name, preset, f, m))
+        if out_dir is not None:
+            from needletrack.data.folder import SequenceWriter
+
+            with SequenceWriter(out_dir, name, {"source": f"needletrack.sim preset={preset} seed={seed}",
+                                                "preset": preset, "seed": seed}) as w:
+                for k in range(len(f)):
+                    w.add(f[k], m[k], needles[k] if f.shape[1:] == np.asarray(frames[0]).shape else None)
+    return seqs
+
+
+def evaluate_model(model, val_set: list[ValSequence], vcfg: dict, device, autocast_dtype=None,
+                   threshold: float = 0.5) -> dict:
+    """Track every validation sequence from its first mask; returns
+    ``{"overall": metrics, "<group>": metrics, ...}`` (pooled over scored frames)."""
+    import torch
+
+    from needletrack.eval.metrics import MetricAccumulator
+    from needletrack.train.rollout import track_sequence
+
+    mcfg = getattr(model, "cfg", None)
+    mem_every = vcfg.get("mem_every") or getattr(mcfg, "mem_every", 5) or 5
+    mem_frames = vcfg.get("mem_frames") or getattr(mcfg, "mem_frames", 8) or 8
+    top_k = vcfg.get("top_k", "model")
+    if top_k == "model":
+        top_k = getattr(mcfg, "top_k", None)
+    was_training = model.training
+    model.eval()
+    overall = MetricAccumulator()
+    groups: dict[str, MetricAccumulator] = {}
+    try:
+        for s in val_set:
+            frames = torch.from_numpy(s.frames).float().div_(255.0).unsqueeze(1)
+            first = torch.from_numpy(s.masks[0]).float().unsqueeze(0)
+            probs = track_sequence(model, frames.to(device), first.to(device), mem_every=int(mem_every),
+                                   max_memory=int(mem_frames), top_k=top_k, use_last=bool(vcfg.get("use_last", True)),
+                                   autocast_dtype=autocast_dtype)
+            pred = (probs[:, 0] > threshold).numpy()
+            acc = MetricAccumulator()
+            for i in range(len(pred)):
+                acc.update(pred[i], s.masks[i], first=(i == 0))
+            overall.merge(acc)
+            groups.setdefault(s.group, MetricAccumulator()).merge(acc)
+    finally:
+        model.train(was_training)
+    out = {"overall": overall.result()}
+    if len(groups) > 1:
+        for g, a in groups.items():
+            out[g] = a.result()
+    return out
