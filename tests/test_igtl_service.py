@@ -352,3 +352,17 @@ def test_sender_that_never_reads_results_is_still_served(make_service, make_clie
         assert "has not read results" in caplog.text
     finally:
         s.close()
+
+
+def test_periodic_status_line_and_stalled_sender_notice(make_service, make_client, caplog):
+    caplog.set_level(logging.INFO, logger="needletrack.serve.igtl")
+    svc = make_service(FakeTracker(), log_interval_s=0.3, idle_warning_s=0.4)
+    cli = make_client(svc.address[1])
+    assert _connected(svc)
+    cli.send(image_message(needle_frame(0), 1.0))
+    assert wait_until(lambda: "status: received 1, processed 1, dropped 0" in caplog.text, 5.0)
+    assert wait_until(lambda: "no frames for" in caplog.text, 5.0)
+    assert svc.stats()["clients"] == 1  # a silent sender is not dropped
+    cli.send(image_message(needle_frame(1), 2.0))
+    assert wait_until(lambda: "frames arriving again" in caplog.text, 5.0)
+    assert wait_until(lambda: len(cli.of("NeedleMask")) == 2)

@@ -70,9 +70,11 @@ def run(args) -> int:
         import shutil
 
         shutil.rmtree(seq_dir)
-    with SequenceWriter(out, "sample", {"source": f"needletrack.sim preset={DEMO_PRESET} seed={args.seed}",
-                                        "fps": 25}) as w:
-        for frame, mask, needle in simulate_sequence(args.frames, size, DEMO_PRESET, args.seed):
+    sim = simulate_sequence(args.frames, size, DEMO_PRESET, args.seed)
+    meta = dict(getattr(sim, "meta", None) or {"fps": 25})
+    meta.setdefault("source", f"needletrack.sim preset={DEMO_PRESET} seed={args.seed}")
+    with SequenceWriter(out, "sample", meta) as w:
+        for frame, mask, needle in sim:
             w.add(frame, mask, needle)
     seq = read_sequence(seq_dir)
     first = seq.mask(0)

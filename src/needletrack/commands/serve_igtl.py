@@ -92,6 +92,20 @@ def _load_tracker(model: str, device: str):
     return Tracker.from_pretrained(model, device=device)
 
 
+def _warm_up(tracker) -> None:
+    """One throw-away step so that the first real frame does not pay for lazy initialisation."""
+    import numpy as np
+
+    try:
+        tracker.step(np.zeros((256, 256), np.uint8), auto=True)
+    except Exception:  # noqa: BLE001 - warm-up is best effort
+        pass
+    try:
+        tracker.reset()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def run(args) -> int:
     from needletrack.errors import NeedletrackError
 
@@ -116,6 +130,7 @@ def _serve(args, source) -> int:
     from needletrack.utils import write_json_atomic
 
     tracker = _load_tracker(args.model, args.device)
+    _warm_up(tracker)
     cfg = IgtlConfig(
         host=args.host, port=args.port, source=source, image_device=args.image_device,
         init_device=args.init_device, mask_device=args.mask_device, tip_device=args.tip_device,
@@ -147,7 +162,8 @@ def _serve(args, source) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    print(f"serve-igtl: {IgtlService.format_stats(stats)}", file=sys.stderr)
+    if args.quiet:  # otherwise the service's own "stopped: ..." log line already said it
+        print(f"serve-igtl: {IgtlService.format_stats(stats)}", file=sys.stderr)
     if args.stats_json:
         write_json_atomic(args.stats_json, stats)
     return 0

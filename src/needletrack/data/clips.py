@@ -287,21 +287,30 @@ def build_source(spec: dict, default_gap=(5, 10)):
     Returns ``SourceSpec`` or None (with a reason) when an optional folder is absent."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
+    allowed = {"sim": {"presets", "backgrounds", "background_prob"}, "folder": {"root", "zoom"},
+               "stage0": {"dir", "p_nonempty", "max_rotate_deg", "max_shift", "max_scale", "elastic"}}
+    if kind not in allowed:
+        raise ValueError(f"unknown clip source kind {kind!r} (sim, folder, stage0)")
     weight = float(spec.pop("weight", 1.0))
+    if weight < 0:
+        raise ValueError("source weight must be >= 0")
     steps = tuple(spec.pop("steps", None) or (None, None))
-    optional = bool(spec.pop("optional", kind in ("stage0",)))
+    optional = bool(spec.pop("optional", kind == "stage0"))
     gap = tuple(spec.pop("gap", default_gap))
+    unknown = sorted(set(spec) - allowed[kind])
+    if unknown:
+        raise ValueError(f"unknown option(s) for a {kind} source: {', '.join(unknown)}")
     if kind == "sim":
-        src = SimClips(presets=spec.pop("presets", None), backgrounds=spec.pop("backgrounds", None),
-                       background_prob=float(spec.pop("background_prob", 0.5)), gap=gap)
+        src = SimClips(presets=spec.get("presets"), backgrounds=spec.get("backgrounds"),
+                       background_prob=float(spec.get("background_prob", 0.5)), gap=gap)
     elif kind == "folder":
-        root = spec.pop("root", None)
+        root = spec.get("root")
         if root is None:
             raise ValueError("a folder source needs `root`")
         if not Path(root).is_dir() and optional:
             return None, f"folder source {root} absent, skipped"
-        src = FolderClips(root, gap=gap, zoom=tuple(spec.pop("zoom", (1.0, 1.25))))
-    elif kind == "stage0":
+        src = FolderClips(root, gap=gap, zoom=tuple(spec.get("zoom", (1.0, 1.25))))
+    else:
         d = spec.pop("dir", None)
         if d is None:
             raise ValueError("a stage0 source needs `dir`")
@@ -310,11 +319,6 @@ def build_source(spec: dict, default_gap=(5, 10)):
                 return None, f"stage-0 images {d} absent, skipped"
             raise InputError("no such folder", d)
         src = Stage0Clips(d, **spec)
-        spec = {}
-    else:
-        raise ValueError(f"unknown clip source kind {kind!r} (sim, folder, stage0)")
-    if spec:
-        raise ValueError(f"unknown option(s) for {kind} source: {', '.join(sorted(spec))}")
     return SourceSpec(src, weight, steps), None
 
 

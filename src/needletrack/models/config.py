@@ -190,7 +190,7 @@ def _paper_presets():
 # Fast presets for CPU real time (chosen by measurement: see docs/readme/30-models.md).
 _FAST = dict(
     input_size=256, key_encoder="cmt", encoder_depths=(1, 1, 2, 1), encoder_widths=(24, 48, 96, 192),
-    encoder_heads=(1, 2, 4, 8), encoder_reductions=(8, 4, 2, 1), stem_width=16, ffn_ratio=2.0, key_dim=64,
+    encoder_heads=(1, 2, 4, 8), encoder_reductions=(8, 4, 2, 1), stem_width=8, ffn_ratio=2.0, key_dim=64,
     value_widths=(16, 32, 64), value_blocks=(1, 1, 1), value_dim=64,
     flow_dim=16, flow_match_dim=16, motion_dim=16, decoder_dims=(64, 32, 16), top_k=20,
 )

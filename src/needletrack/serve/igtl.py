@@ -406,7 +406,6 @@ class IgtlService:
 
     # ------------------------------------------------------------------ network threads
     def _accept_loop(self) -> None:
-        n = 0
         while not self._stopping.is_set():
             try:
                 sock, addr = self._listener.accept()
@@ -424,7 +423,6 @@ class IgtlService:
                 log.warning("%s refused: already %d clients (the limit)", name, clients)
                 sock.close()
                 continue
-            n += 1
             self._add_peer(_Peer(self, sock, name, "client"))
 
     def _source_loop(self) -> None:
@@ -649,7 +647,13 @@ class IgtlService:
         self._initialised = True
         self._size = (h, w)
         self._last_mask = mask
-        data = self._encode_results(fr, result, mask)
+        try:
+            data = self._encode_results(fr, result, mask)
+        except Exception as e:  # noqa: BLE001 - e.g. a tracker result pyigtl cannot pack
+            self._count("errors")
+            self._ratelog(logging.ERROR, ("enc", type(e).__name__),
+                          f"could not encode the results of a frame from {fr.peer}: {type(e).__name__}: {e}")
+            return
         self._broadcast(data)
         t2 = time.monotonic()
         with self._lock:

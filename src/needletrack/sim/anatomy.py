@@ -102,8 +102,9 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         ax = rng.uniform(2.5, 7.0) * mm
         ay = ax * rng.uniform(0.35, 0.7)
         ang = rng.uniform(-20, 20)
-        cv2.ellipse(lines, (int(cx), int(cy)), (int(ax), int(ay)), ang, 0, 360, float(rng.uniform(0.15, 0.5)),
-                    max(1, int(round(0.15 * mm))), cv2.LINE_AA)
+        a0 = rng.uniform(0, 360)
+        cv2.ellipse(lines, (int(cx), int(cy)), (int(ax), int(ay)), ang, a0, a0 + rng.uniform(90, 300),
+                    float(rng.uniform(0.05, 0.3)), max(1, int(round(0.12 * mm))), cv2.LINE_AA)
     lines *= fat_zone
     echo[fat_zone] *= 1.0   # keep the lobule interiors at fat level
     # dermis and skin entry echo
@@ -130,7 +131,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         p2 = np.array([x + run, p0[1] - rise])
         p1 = (p0 + p2) / 2 + np.array([rng.uniform(-0.4, 0.4) * rise, rng.uniform(-0.3, 0.1) * rise])
         c = _bezier(p0, p1, p2).astype(np.int32)
-        cv2.polylines(lines, [c], False, float(rng.uniform(1.5, 5.0)), max(1, int(round(rng.uniform(0.15, 0.4) * mm))),
+        cv2.polylines(lines, [c], False, float(rng.uniform(0.5, 2.5)), max(1, int(round(rng.uniform(0.1, 0.25) * mm))),
                       cv2.LINE_AA)
     # gland surface echo (anterior mammary fascia), partial
     gf = np.stack([np.arange(Wc), b_fat], 1).astype(np.int32)
@@ -155,7 +156,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         if rng.random() < 0.2 and depth_px * sp > 30:
             cx = rng.uniform(0.2, 0.8) * Wc
             cy = b_fascia[int(cx)] + rng.uniform(4, 10) * mm
-            ax, ay = rng.uniform(6, 12) * mm, rng.uniform(3, 6) * mm
+            ax, ay = rng.uniform(4, 8) * mm, rng.uniform(2, 4) * mm
             rib = np.zeros(shape, np.uint8)
             cv2.ellipse(rib, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, 1, -1)
             below = np.maximum.accumulate(rib, axis=0).astype(bool)
@@ -171,7 +172,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         d = np.array([math.cos(a), math.sin(a)]) * L / 2
         p0 = (int(cx - d[0]), int(cy - d[1]))
         p1 = (int(cx + d[0]), int(cy + d[1]))
-        cv2.line(lines, p0, p1, float(rng.uniform(2.0, 8.0)), max(1, int(round(rng.uniform(0.4, 1.2) * mm))), cv2.LINE_AA)
+        cv2.line(lines, p0, p1, float(rng.uniform(1.0, 5.0)), max(1, int(round(rng.uniform(0.3, 0.8) * mm))), cv2.LINE_AA)
     # lesion (target)
     lesion = None
     tx = rng.uniform(0.3, 0.7) * Wc
@@ -184,8 +185,9 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         for k in range(2, 7 if not malignant else 12):
             r += rng.uniform(0, 0.12 if not malignant else 0.08) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
         if malignant:
-            spikes = rng.random(64) < 0.15
-            r[spikes] *= rng.uniform(1.1, 1.4, int(spikes.sum()))
+            spikes = rng.random(64) < 0.1
+            r[spikes] *= rng.uniform(1.05, 1.25, int(spikes.sum()))
+            r = np.convolve(np.concatenate([r[-2:], r, r[:2]]), np.ones(3) / 3, mode="same")[2:-2]
         aspect = rng.uniform(0.55, 1.0) if not malignant else rng.uniform(0.8, 1.3)
         ty = max(ty, margin + skin + rad * aspect + 2 * mm)
         pts = np.stack([tx + rad * r * np.cos(ang), ty + rad * aspect * r * np.sin(ang)], 1).astype(np.int32)
@@ -193,7 +195,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         cv2.fillPoly(lm, [pts], 1, cv2.LINE_AA)
         lesion = lm.astype(bool)
         soft = cv2.GaussianBlur(lm.astype(np.float32), (0, 0), max(0.4 * mm, 1.0))
-        inner = rng.uniform(0.003, 0.04) * np.exp(0.5 * lowfreq(rng, shape, 2 * mm, 2 * mm))
+        inner = fat_lvl * rng.uniform(0.03, 0.25) * np.exp(0.5 * lowfreq(rng, shape, 2 * mm, 2 * mm))
         echo = echo * (1 - soft) + inner * soft
         if malignant and rng.random() < 0.5:   # echogenic halo
             cv2.polylines(lines, [pts], True, float(rng.uniform(0.3, 1.0)), max(1, int(round(0.8 * mm))), cv2.LINE_AA)
@@ -205,7 +207,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
             echo *= 1 + (f - 1) * below
             lines *= 1 + (f - 1) * below
     echo = cv2.GaussianBlur(echo, (0, 0), 0.7)
-    k = rng.uniform(0.2, 0.6)                       # share of line power that is specular (unspeckled)
+    k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
     echo += (1 - k) * lines
     spec = k * lines
     ref = float(np.median(echo[margin:margin + int(depth_px)]))

@@ -17,6 +17,17 @@ _CACHE: dict[str, list] = {}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
+def _read_gray(path: Path):
+    """8-bit grayscale image or None (Pillow: quiet about colour profiles that libpng warns on)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    except (OSError, ValueError):
+        return None
+
+
 def load_backgrounds(directory, max_side: int | None = None) -> list:
     """List of ``(image_u8 HxW, mask_bool HxW, meta dict)``; ``[]`` when the folder is absent or empty.
 
@@ -46,13 +57,13 @@ def load_backgrounds(directory, max_side: int | None = None) -> list:
     for p in sorted(img_dir.iterdir()):
         if p.suffix.lower() not in IMAGE_EXTS or p.name.startswith("."):
             continue
-        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        img = _read_gray(p)
         if img is None or min(img.shape) < 32:
             continue
         m = None
         mp = d / "masks" / p.name
         if mp.exists() and mp != p:
-            m = cv2.imread(str(mp), cv2.IMREAD_GRAYSCALE)
+            m = _read_gray(mp)
             if m is not None and m.shape != img.shape:
                 m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
         mask = (m >= 128) if m is not None else np.zeros(img.shape, bool)

@@ -141,10 +141,15 @@ class PSF:
     focus_px: float
     rayleigh_px: float        # depth over which the beam widens by sqrt(2)
     freq_mhz: float
+    atten_db_cm_mhz: float = 0.5
 
 
 def make_psf(rng, cfg, probe: Probe) -> PSF:
     f0 = _u(rng, cfg.freq_mhz)
+    alpha = _u(rng, cfg.atten_db_cm_mhz)
+    # operators pick a lower frequency for deeper imaging: keep the round-trip loss at full depth
+    # within what the TGC can give back (35-60 dB)
+    f0 = min(f0, max(rng.uniform(35.0, 60.0) / (alpha * 2 * probe.depth_mm / 10.0), 3.0))
     bw = _u(rng, cfg.frac_bandwidth)
     fnum = _u(rng, cfg.f_number)
     scale = _u(rng, cfg.speckle_scale)
@@ -153,14 +158,14 @@ def make_psf(rng, cfg, probe: Probe) -> PSF:
     sigma_ax_mm = C_MM_US * sigma_t / 2                       # round trip
     lam = C_MM_US / f0
     sigma_lat_mm = lam * fnum / 2.355
-    sig_ax = max(sigma_ax_mm / probe.sp * scale, 0.6)
-    sig_lat = max(sigma_lat_mm / probe.sp * scale, 1.0)
+    sig_ax = max(sigma_ax_mm / probe.sp * scale, 0.9 * scale)
+    sig_lat = max(sigma_lat_mm / probe.sp * scale, 1.4 * scale)
     depth_px = probe.depth_mm / probe.sp
     focus = _u(rng, cfg.focus_frac) * depth_px
     # depth of field of a focused beam ~ 7 lambda F#^2; keep it within a sensible fraction of the image
     dof_mm = 7.0 * lam * fnum * fnum
     zr = float(np.clip(dof_mm / probe.sp / 2, 0.2 * depth_px, 0.8 * depth_px))
-    return PSF(sig_ax, sig_lat, focus, zr, f0)
+    return PSF(sig_ax, sig_lat, focus, zr, f0, alpha)
 
 
 def _gauss_kernel(sigma: float) -> np.ndarray:
@@ -217,7 +222,7 @@ def rayleigh_field(rng, shape, sigma_ax=1.0, sigma_lat=2.0) -> np.ndarray:
 def depth_gain(rng, cfg, probe: Probe, psf: PSF) -> np.ndarray:
     """Per-pixel intensity gain over depth: tissue attenuation (two way) partly given back by TGC,
     plus a slider-shaped residual. Returns (attenuation, tgc) maps, H x W float32."""
-    alpha = _u(rng, cfg.atten_db_cm_mhz)
+    alpha = psf.atten_db_cm_mhz
     comp = _u(rng, cfg.tgc_compensation)
     ripple = _u(rng, cfg.tgc_ripple_db)
     yy, xx = np.mgrid[0:probe.H, 0:probe.W].astype(np.float32)
@@ -226,7 +231,7 @@ def depth_gain(rng, cfg, probe: Probe, psf: PSF) -> np.ndarray:
     # TGC: 8 slider knots over depth
     knots = rng.uniform(-1, 1, 8) * ripple
     kd = np.linspace(0, probe.depth_mm, 8)
-    tgc_db = -comp * atten_db + np.interp(d_mm, kd, knots)
+    tgc_db = np.minimum(-comp * atten_db, 50.0) + np.interp(d_mm, kd, knots)
     att = np.power(10.0, atten_db / 10.0).astype(np.float32)
     tgc = np.power(10.0, tgc_db / 10.0).astype(np.float32)
     return att, tgc

@@ -15,17 +15,22 @@ def sequence_seed(seed: int, index: int) -> int:
 
 
 def write_dataset(out_root, sequences: int, frames: int, size=448, seed: int = 0, backgrounds=None,
-                  preset="clinical", progress: bool = True, frame_step=None, prefix: str = "sim") -> list[Path]:
+                  preset="clinical", progress: bool = True, frame_step=None, prefix: str = "sim",
+                  real_fraction: float | None = None) -> list[Path]:
     """Simulate ``sequences`` sequences of ``frames`` frames into ``out_root/<prefix>_<i>/``.
 
     Each sequence folder gets frames/, masks/, meta.json and needle.json (see docs/internals.md).
-    ``backgrounds``: folder or list from :func:`load_backgrounds`, or None. Returns the folders.
+    ``backgrounds``: folder or list from :func:`load_backgrounds`, or None; ``real_fraction``: share of
+    sequences drawn on a real background (default: the preset's ``real_background_prob``, 1.0).
+    Returns the sequence folders.
     """
     from needletrack.data.folder import SequenceWriter
     from needletrack.sim.engine import simulate_sequence
 
     cfg = preset if isinstance(preset, SimConfig) else get_preset(preset)
     name = preset if isinstance(preset, str) else "custom"
+    if real_fraction is not None:
+        cfg = cfg.replace(real_background_prob=float(real_fraction))
     bgs = load_backgrounds(backgrounds) if isinstance(backgrounds, (str, Path)) else backgrounds
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)

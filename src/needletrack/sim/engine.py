@@ -125,9 +125,11 @@ class SequenceSimulator:
                                                               axis=2))
             self.ref_power = anat.ref
             tcx, tcy = anat.target
-            self.att, self.tgc = bmode.depth_gain(rng, cfg, probe, psf)
+            att, tgc = bmode.depth_gain(rng, cfg, probe, psf)
+            self.gain = att * tgc
+            self.tgc = tgc
             self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
-            self.ref_grey = 118.0 + gain_db * 255.0 / self.dr
+            self.ref_grey = 95.0 + gain_db * 255.0 / self.dr
             self.source = "needletrack.sim (synthetic breast)"
             self.alpha = 0.0
         else:
@@ -142,20 +144,26 @@ class SequenceSimulator:
             self.stack1 = np.ascontiguousarray(np.concatenate([log_lr[..., None], log_ls[..., None], fields[0]], axis=2))
             self.stack2 = np.ascontiguousarray(np.concatenate([fields[1], fields[2]], axis=2))
             self.ref_power = float(np.median(lin[m:Hc - m, m:Wc - m]))
-            self.att = self.tgc = None
+            self.gain = self.tgc = None
             self.noise_power = 0.0
             self.dr = dr0 * rng.uniform(0.85, 1.25)
             med_grey = float(np.median(img[m:Hc - m, m:Wc - m]))
             self.ref_grey = med_grey * dr0 / self.dr + gain_db * 0.5 * 255 / self.dr
             self.alpha = _u(rng, cfg.real_speckle_mix)
             self.source = f"needletrack.sim on real background {bmeta.get('name', '?')} ({bmeta.get('source', '?')})"
-        # electronic noise: a band-limited exponential field, cropped at a random offset each frame
+        # electronic noise: a band-limited exponential field (TGC applied), cropped at a random offset per frame
         pad = 32
-        nz = rng.standard_normal((H + pad, W + pad, 2), dtype=np.float32)
-        nz = cv2.GaussianBlur(nz, (0, 0), 0.8)
-        self.noise = (nz[..., 0] ** 2 + nz[..., 1] ** 2)
-        self.noise /= float(self.noise.mean())
         self.noise_pad = pad
+        if self.tgc is not None:
+            nz = rng.standard_normal((H + pad, W + pad, 2), dtype=np.float32)
+            nz = cv2.sepFilter2D(nz, -1, bmode._gauss_kernel(psf.sigma_lat_focus_px * 0.8),
+                                 bmode._gauss_kernel(psf.sigma_ax_px))
+            noise = nz[..., 0] ** 2 + nz[..., 1] ** 2
+            noise *= np.float32(self.noise_power / float(noise.mean()))
+            noise *= cv2.copyMakeBorder(self.tgc, 0, pad, 0, pad, cv2.BORDER_REPLICATE)
+            self.noise = noise
+        self.content_u8 = probe.content.astype(np.uint8) * 255
+        self.outside_any = not bool(probe.content.all())
         self.overlay = make_overlay(rng, probe, psf.focus_px) if rng.random() < cfg.overlay_prob else None
         # ---- needle -------------------------------------------------------------------------------
         self.gauge = int(rng.integers(int(cfg.gauge[0]), int(cfg.gauge[1]) + 1))
@@ -195,9 +203,10 @@ class SequenceSimulator:
         self.tilt = math.tan(math.radians(_u(rng, cfg.tilt_deg))) * rng.choice([-1.0, 1.0])
         self.s_ref = rng.uniform(0.5, 1.0) * s_target_px
         self.needle_gain_db = _u(rng, cfg.needle_gain_db)
+        self.contrast_scale = _u(rng, cfg.contrast_scale)
         self.reverb_decay = _u(rng, cfg.reverb_decay)
         self.reverb_count = int(round(_u(rng, cfg.reverb_count)))
-        self.back_wall = rng.uniform(0.2, 0.8) if self.od_mm > 0.85 else rng.uniform(0.1, 0.4)
+        self.back_wall = rng.uniform(0.05, 0.4)
         self.shadow = _u(rng, cfg.shadow)
         self.steer = _u(rng, cfg.steer_deg)
         self.bevel_px = self.od_mm * rng.uniform(2.0, 3.5) / sp
@@ -206,7 +215,14 @@ class SequenceSimulator:
         self.drop_w = rng.uniform(1.0, 4.0, len(self.drop_s)) / sp
         self.drop_d = np.array([_u(rng, cfg.dropout) for _ in self.drop_s])
         L = int(max(H, W) * 2)
-        self.texture = np.exp(0.35 * smooth_noise(rng, L, 1.0, max(1.0 / sp, 2.0), 1.0))
+        self.texture = np.exp(0.5 * smooth_noise(rng, L, 1.0, max(0.7 / sp, 2.0), 1.0))
+        # grainy echo texture fixed on the needle (Rician: specular part plus a speckle part)
+        tex_u = int(self.width_px * 6 + 64)
+        zf = bmode.scatter_fields(rng, None, (tex_u, L), bmode.PSF(psf.sigma_ax_px, psf.sigma_lat_focus_px, 0, 1e9,
+                                                                    psf.freq_mhz), 0, n=1)[0]
+        mr = rng.uniform(0.35, 0.8)
+        ntex = (1 + mr * zf[..., 0]) ** 2 + (mr * zf[..., 1]) ** 2
+        self.needle_tex = (ntex / (1 + mr * mr)).astype(np.float32)
         # motion over the source frames
         fps = cfg.fps
         n_src = (self.n - 1) * step + 1
@@ -293,22 +309,21 @@ class SequenceSimulator:
         probe = self.probe
         sp = probe.sp
         H, W = self.H, self.W
-        X, Y = _grid(H, W)
-        # probe pose: world = R(a)(p - c) + c + t
+        # probe pose: world = R(a)(p - c) + c + t, with c the centre of the probe face
         a = math.radians(float(mo.probe_deg[j]))
         ca, sa = math.cos(a), math.sin(a)
         cx = (probe.box[0] + probe.box[2]) / 2.0
         cy = float(probe.box[1])
-        tx, ty = mo.probe_xy[j] / sp
-        Wx = ca * X - sa * Y + np.float32(cx - ca * cx + sa * cy + tx)
-        Wy = sa * X + ca * Y + np.float32(cy - sa * cx - ca * cy + ty)
+        tx, ty = (float(v) for v in mo.probe_xy[j] / sp)
+        ox = cx - ca * cx + sa * cy + tx
+        oy = cy - sa * cx - ca * cy + ty
 
         def to_disp(P):
             qx = P[..., 0] - cx - tx
             qy = P[..., 1] - cy - ty
             return np.stack([ca * qx + sa * qy + cx, -sa * qx + ca * qy + cy], axis=-1)
 
-        # needle in world coordinates
+        # ---- needle geometry (world -> display), visibility and ground truth ----------------------
         dth = float(mo.tremor_deg[j])
         c, s = math.cos(math.radians(dth)), math.sin(math.radians(dth))
         d = np.array([c * self.dir0[0] - s * self.dir0[1], s * self.dir0[0] + c * self.dir0[1]])
@@ -316,14 +331,14 @@ class SequenceSimulator:
         E = self.entry + mo.tremor_xy[j] / sp
         s_tip = float(mo.s_tip[j]) / sp
         s_lo = -0.5 * max(H, W)
-        ss = np.arange(s_lo, s_tip, 1.0)
-        if ss.size == 0 or ss[-1] < s_tip - 1e-6:
-            ss = np.append(ss, s_tip)
-        if s_tip <= s_lo:
+        if s_tip > s_lo:
+            ss = np.arange(s_lo, s_tip, 1.0)
+            if ss[-1] < s_tip - 1e-6:
+                ss = np.append(ss, s_tip)
+        else:
             ss = np.zeros(0)
         bend = 0.5 * self.bend * np.clip(ss, 0, None) ** 2
-        Pw = E[None, :] + ss[:, None] * d[None, :] + bend[:, None] * nrm[None, :]
-        Pd = to_disp(Pw) if ss.size else np.zeros((0, 2))
+        Pd = to_disp(E[None, :] + ss[:, None] * d[None, :] + bend[:, None] * nrm[None, :])
         xi = np.round(Pd[:, 0]).astype(int)
         yi = np.round(Pd[:, 1]).astype(int)
         inb = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
@@ -331,21 +346,15 @@ class SequenceSimulator:
         inside[inb] = probe.content[yi[inb], xi[inb]]
         elev = float(mo.elevation[j]) + self.tilt * (ss - self.s_ref) * sp
         in_slab = np.abs(elev) <= self.slab
-        vis = inside & in_slab
-        run = longest_run(vis)
-        min_len = max(3.0, 0.5 * self.width_px)
-        if run is not None and (run[1] - 1 - run[0]) < min_len:
+        run = longest_run(inside & in_slab)
+        if run is not None and (run[1] - 1 - run[0]) < max(3.0, 0.5 * self.width_px):
             run = None
         mask = np.zeros((H, W), bool)
-        needle_pow = None
-        shadow_map = None
-        drag_roi = None
-        info = {"visible": False, "tip": None, "tail": None, "angle_deg": None, "incidence_deg": None}
-        n_inside = int(inside.sum())
+        rendered = None
+        tip = tail = angle = inc = None
         if run is not None:
             a0, b0 = run
-            idx = np.arange(a0, b0)
-            nseg = 1 if self.bend == 0.0 else min(6, max(1, len(idx) // 20))
+            nseg = 1 if self.bend == 0.0 else min(6, max(1, (b0 - a0) // 20))
             knots = np.unique(np.linspace(a0, b0 - 1, nseg + 1).round().astype(int))
             for i0, i1 in zip(knots[:-1], knots[1:]):
                 mask |= line_mask((H, W), Pd[i0], Pd[i1], self.width_px)
@@ -353,84 +362,122 @@ class SequenceSimulator:
             if mask.any():
                 tail, tip = Pd[a0], Pd[b0 - 1]
                 ddx, ddy = tip[0] - tail[0], tip[1] - tail[1]
-                info.update(visible=True, tip=[float(tip[0]), float(tip[1])], tail=[float(tail[0]), float(tail[1])],
-                            angle_deg=float(math.degrees(math.atan2(ddy, abs(ddx)))) if (ddx or ddy) else 0.0)
-                needle_pow, shadow_map, inc = self._render_needle(Pd, ss, elev, idx, s_tip, d, a)
-                info["incidence_deg"] = inc
-                drag_roi = (idx, Pd)
+                angle = float(math.degrees(math.atan2(ddy, abs(ddx))))
+                rendered = self._render_needle(Pd, ss, elev, np.arange(a0, b0), s_tip)
+                inc = rendered[2]
             else:
-                mask[:] = False
-        # tissue drag near the shaft (world coordinates), then canvas maps
+                run = None
+        # ---- tissue: resample the canvas fields at the probe pose, with drag near the shaft ---------
+        roi = None
         drag_px = float(mo.drag[j]) / sp
-        if drag_roi is not None and abs(drag_px) > 0.05:
-            idx, _ = drag_roi
-            pts = Pd[idx]
+        if rendered is not None and abs(drag_px) > 0.05:
+            pts = Pd[run[0]:run[1]]
             pad = int(3 * self.drag_sigma) + 2
             xa, xb = max(int(pts[:, 0].min()) - pad, 0), min(int(pts[:, 0].max()) + pad + 1, W)
             ya, yb = max(int(pts[:, 1].min()) - pad, 0), min(int(pts[:, 1].max()) + pad + 1, H)
             if xa < xb and ya < yb:
-                wx = Wx[ya:yb, xa:xb]
-                wy = Wy[ya:yb, xa:xb]
-                rx, ry = wx - E[0], wy - E[1]
-                u = rx * nrm[0] + ry * nrm[1]
-                sv = rx * d[0] + ry * d[1]
-                wgt = np.exp(-0.5 * (u / self.drag_sigma) ** 2) * soft_ends(sv, 0.0, s_tip, self.drag_sigma)
-                wx -= (drag_px * d[0]) * wgt
-                wy -= (drag_px * d[1]) * wgt
-        mx, my = probe.to_canvas(Wx, Wy)
-        f1 = cv2.remap(self.stack1, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        f2 = cv2.remap(self.stack2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                roi = (ya, yb, xa, xb)
+        X, Y = _grid(H, W)
+        if probe.kind == "linear":
+            offx, offy = probe.x0 - probe.margin, probe.y0 - probe.margin
+            M = np.array([[ca, -sa, ox - offx], [sa, ca, oy - offy]], np.float32)
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            f1 = cv2.warpAffine(self.stack1, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
+            f2 = cv2.warpAffine(self.stack2, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
+            if roi is not None:
+                ya, yb, xa, xb = roi
+                wx = ca * X[ya:yb, xa:xb] - sa * Y[ya:yb, xa:xb] + np.float32(ox)
+                wy = sa * X[ya:yb, xa:xb] + ca * Y[ya:yb, xa:xb] + np.float32(oy)
+                self._drag(wx, wy, E, d, nrm, s_tip, drag_px)
+                mx, my = probe.to_canvas(wx, wy)
+                f1[ya:yb, xa:xb] = cv2.remap(self.stack1, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                f2[ya:yb, xa:xb] = cv2.remap(self.stack2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        else:
+            wx = ca * X - sa * Y + np.float32(ox)
+            wy = sa * X + ca * Y + np.float32(oy)
+            if roi is not None:
+                ya, yb, xa, xb = roi
+                self._drag(wx[ya:yb, xa:xb], wy[ya:yb, xa:xb], E, d, nrm, s_tip, drag_px)
+            mx, my = probe.to_canvas(wx, wy)
+            f1 = cv2.remap(self.stack1, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            f2 = cv2.remap(self.stack2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         u0, u1, u2 = (np.float32(v) for v in self.decor[j])
         if not self.real:
             zr = u0 * f1[..., 0] + u1 * f1[..., 2] + u2 * f2[..., 0]
             zi = u0 * f1[..., 1] + u1 * f1[..., 3] + u2 * f2[..., 1]
-            tissue = zr * zr + zi * zi + f2[..., 2]
+            tissue = zr * zr
+            tissue += zi * zi
+            tissue += f2[..., 2]
         else:
             zr = u0 * f1[..., 2] + u1 * f2[..., 0] + u2 * f2[..., 2]
             zi = u0 * f1[..., 3] + u1 * f2[..., 1] + u2 * f2[..., 3]
             z2 = zr * zr + zi * zi
+            np.maximum(z2, np.float32(1e-8), out=z2)
+            cv2.log(z2, z2)
             al = np.float32(self.alpha)
-            logi = (1 - al) * f1[..., 0] + al * (f1[..., 1] + np.float32(0.5772))
-            logi += al * np.log(np.maximum(z2, 1e-8))
-            tissue = np.exp(logi)
-        if shadow_map is not None:
-            tissue *= shadow_map
-        if needle_pow is not None:
-            (ya, yb, xa, xb), pw = needle_pow
+            tissue = (1 - al) * f1[..., 0] + al * (f1[..., 1] + np.float32(0.5772))
+            tissue += al * z2
+            cv2.exp(tissue, tissue)
+        if rendered is not None:
+            (ya, yb, xa, xb), pw = rendered[0]
+            (sya, syb, sxa, sxb), shade = rendered[1]
+            tissue[sya:syb, sxa:sxb] *= shade
             tissue[ya:yb, xa:xb] += pw
-        if self.att is not None:
-            tissue *= self.att
+        if self.gain is not None:
+            tissue *= self.gain
             fr = self.frame_rng
-            oy, ox = int(fr.integers(self.noise_pad)), int(fr.integers(self.noise_pad))
-            tissue += np.float32(self.noise_power) * self.noise[oy:oy + H, ox:ox + W]
-            tissue *= self.tgc
-        frame = bmode.log_compress(tissue, self.ref_power, self.dr, self.ref_grey)
-        frame[~probe.content] = 0
+            noy, nox = int(fr.integers(self.noise_pad)), int(fr.integers(self.noise_pad))
+            tissue += self.noise[noy:noy + H, nox:nox + W]
+        frame = self._compress(tissue)
+        if self.outside_any:
+            cv2.bitwise_and(frame, self.content_u8, dst=frame)
         if self.overlay is not None:
-            layer, alpha = self.overlay
-            frame[alpha] = layer[alpha]
+            np.copyto(frame, self.overlay[0], where=self.overlay[1])
         tip_true = to_disp((E + s_tip * d + 0.5 * self.bend * max(s_tip, 0) ** 2 * nrm)[None])[0]
-        vis_len = float(run[1] - 1 - run[0]) if (run is not None and info["visible"]) else 0.0
+        visible = run is not None
+        n_inside = int(inside.sum())
+        vis_len = float(run[1] - 1 - run[0]) if visible else 0.0
+        if n_inside:
+            in_plane = bool(in_slab[inside].any())
+        else:
+            in_plane = bool(ss.size and abs(elev[-1]) <= self.slab)
         needle = {
             "frame": k,
-            "visible": bool(info["visible"]),
-            "in_plane": bool(in_slab[inside].any()) if n_inside else bool(abs(elev[-1]) <= self.slab) if ss.size else False,
-            "visible_fraction": float(min(vis_len / max(n_inside - 1, 1), 1.0)) if n_inside > 1 else 0.0,
-            "tip": info["tip"],
-            "tail": info["tail"],
-            "angle_deg": info["angle_deg"],
+            "visible": visible,
+            "in_plane": in_plane,
+            "visible_fraction": float(min(vis_len / max(n_inside - 1, 1), 1.0)) if visible else 0.0,
+            "tip": [float(tip[0]), float(tip[1])] if visible else None,
+            "tail": [float(tail[0]), float(tail[1])] if visible else None,
+            "angle_deg": angle if visible else None,
             "entry_side": self.entry_side,
             "width_px": float(self.width_px),
-            "incidence_deg": info["incidence_deg"],
+            "incidence_deg": inc if visible else None,
             "tip_true": [float(tip_true[0]), float(tip_true[1])],
             "source_frame": int(j),
             "time_s": round(j / self.cfg.fps, 4),
         }
-        if not needle["visible"]:
-            needle["visible_fraction"] = 0.0
         return frame, mask, needle
 
-    def _render_needle(self, Pd, ss, elev, idx, s_tip, d_world, pose_a):
+    def _compress(self, x):
+        """Log compression to 8 bit (in place on ``x``)."""
+        k = 255.0 / self.dr * (10.0 / math.log(10.0))
+        b = self.ref_grey - k * math.log(self.ref_power)
+        np.maximum(x, np.float32(math.exp(-b / k)), out=x)
+        cv2.log(x, x)
+        return cv2.convertScaleAbs(x, alpha=k, beta=b)
+
+    def _drag(self, wx, wy, E, d, nrm, s_tip, drag_px):
+        """Move tissue near the shaft along it (in place on world-coordinate maps)."""
+        rx, ry = wx - np.float32(E[0]), wy - np.float32(E[1])
+        u = rx * np.float32(nrm[0]) + ry * np.float32(nrm[1])
+        sv = rx * np.float32(d[0]) + ry * np.float32(d[1])
+        wgt = np.exp(np.float32(-0.5 / self.drag_sigma ** 2) * u * u)
+        wgt *= soft_ends(sv, 0.0, s_tip, self.drag_sigma).astype(np.float32)
+        wx -= np.float32(drag_px * d[0]) * wgt
+        wy -= np.float32(drag_px * d[1]) * wgt
+
+    def _render_needle(self, Pd, ss, elev, idx, s_tip):
+        """Echo power of the needle (ROI, float32), the shadow factor (ROI) and the median incidence."""
         probe = self.probe
         H, W = self.H, self.W
         pts = Pd[idx]
@@ -439,67 +486,96 @@ class SequenceSimulator:
         L = float(np.hypot(*chord))
         dc = chord / L if L > 0 else np.array([1.0, 0.0])
         nc = np.array([-dc[1], dc[0]])
-        bx, by = probe.beam_dir(np.array([(P0[0] + P1[0]) / 2]), np.array([(P0[1] + P1[1]) / 2]))
-        if nc[0] * bx[0] + nc[1] * by[0] < 0:
+        mid = (P0 + P1) / 2
+        bxm, bym = (float(v) for v in probe.beam_dir(mid[0], mid[1]))
+        if nc[0] * bxm + nc[1] * bym < 0:
             nc = -nc
-        # local shaft direction in display coordinates, per sample
-        tang = np.gradient(pts, axis=0) if len(pts) > 1 else np.tile(dc, (len(pts), 1))
+        # brightness along the shaft
+        if len(pts) > 2:
+            tang = np.gradient(pts, axis=0)
+        else:
+            tang = np.tile(dc, (len(pts), 1))
         tn = np.maximum(np.hypot(tang[:, 0], tang[:, 1]), 1e-9)
         bxs, bys = probe.beam_dir(pts[:, 0], pts[:, 1])
-        inc = incidence_deg(bxs, bys, tang[:, 0] / tn, tang[:, 1] / tn)
-        inc = np.abs(inc - self.steer)
+        inc = np.abs(incidence_deg(bxs, bys, tang[:, 0] / tn, tang[:, 1] / tn) - self.steer)
         e = elev[idx]
         sv = ss[idx]
-        ref = self.ref_power
-        power = cnr_to_power(shaft_cnr(inc), ref, self.needle_gain_db)
-        power *= np.exp(-3.0 * (e / self.slab) ** 2)
-        if len(self.drop_s):
-            dd = np.ones_like(sv)
-            for s0, w0, d0 in zip(self.drop_s, self.drop_w, self.drop_d):
-                dd *= 1 - d0 * np.exp(-((sv - s0) / w0) ** 2)
-            power *= dd
+        elev_f = np.exp(-3.0 * (e / self.slab) ** 2)
+        power = cnr_to_power(shaft_cnr(inc), self.ref_power, self.needle_gain_db, self.contrast_scale) * elev_f
+        for s0, w0, d0 in zip(self.drop_s, self.drop_w, self.drop_d):
+            power *= 1 - d0 * np.exp(-((sv - s0) / w0) ** 2)
         ti = np.clip((s_tip - sv).astype(int), 0, len(self.texture) - 1)
         power *= self.texture[ti]
-        near_tip = (s_tip - sv) <= self.bevel_px
-        if near_tip.any():
-            tpow = cnr_to_power(tip_cnr(inc), ref, self.needle_gain_db) * np.exp(-3.0 * (e / self.slab) ** 2)
-            power = np.where(near_tip, np.maximum(power, tpow), power)
-        # cross profile geometry
-        bdotn = abs(float(nc[0] * bx[0] + nc[1] * by[0]))
+        # bevel tip: a compact bright echo at the tip when the tip itself is in the image and in plane
+        tip_pow = 0.0
+        if abs(float(ss[idx[-1]]) - s_tip) < 1.5:
+            tp = cnr_to_power(tip_cnr(inc[-1]), self.ref_power, self.needle_gain_db, self.contrast_scale)
+            tip_pow = float(max(tp - power[-1], 0.0) * elev_f[-1])
+        # cross-section: front wall, back wall and comet tail along the beam
+        bdotn = abs(nc[0] * bxm + nc[1] * bym)
         sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * math.sqrt(max(1 - bdotn ** 2, 0)))
+        sig_u = max(sig_u, 0.7)
         r = self.width_px / 2
-        spacing = max(self.width_px * bdotn, 1.0)
+        spacing = max(self.width_px * bdotn, 1.5)
         count = self.reverb_count
-        decay = self.reverb_decay * bdotn
-        pad = int(r + (count + 1) * spacing + 3 * sig_u + 3)
-        xa, xb = max(int(min(P0[0], P1[0], pts[:, 0].min())) - pad, 0), min(int(max(P0[0], P1[0], pts[:, 0].max())) + pad + 1, W)
-        ya, yb = max(int(min(P0[1], P1[1], pts[:, 1].min())) - pad, 0), min(int(max(P0[1], P1[1], pts[:, 1].max())) + pad + 1, H)
-        X, Y = _grid(H, W)
-        rx = X[ya:yb, xa:xb] - np.float32(P0[0])
-        ry = Y[ya:yb, xa:xb] - np.float32(P0[1])
-        t_pix = rx * np.float32(dc[0]) + ry * np.float32(dc[1])
-        u_pix = rx * np.float32(nc[0]) + ry * np.float32(nc[1])
         t_k = (pts - P0) @ dc
         o_k = (pts - P0) @ nc
+        omin, omax = float(min(o_k.min(), 0)), float(max(o_k.max(), 0))
+        u_top = r + 3 * sig_u + 2 - omin
+        u_bot = r + (count + 1) * spacing + 3 * sig_u + 2 + omax
+        t_pad = 3 * self.psf.sigma_lat_focus_px + 2
+        tg = np.arange(-t_pad, L + t_pad + 1, 1.0)
+        ug = np.arange(-u_top, u_bot + 1, 1.0)
+        pw_t = np.interp(tg, t_k, power, left=0.0, right=0.0) * soft_ends(tg, 0.0, L, self.psf.sigma_lat_focus_px)
         if self.bend != 0.0:
-            u_pix = u_pix - np.interp(t_pix.ravel(), t_k, o_k).reshape(t_pix.shape).astype(np.float32)
-        pw_t = np.interp(t_pix.ravel(), t_k, power, left=0.0, right=0.0).reshape(t_pix.shape)
-        pw_t *= soft_ends(t_pix, t_k[0], t_k[-1], self.psf.sigma_lat_focus_px)
-        prof = cross_profile(u_pix, r, sig_u, spacing, decay, count, self.back_wall * bdotn)
-        pw = (pw_t * prof).astype(np.float32)
-        # faint acoustic shadow under the shaft, along the beam
-        far = 3.0 * max(H, W)
-        b0 = probe.beam_dir(np.array([P0[0]]), np.array([P0[1]]))
-        b1 = probe.beam_dir(np.array([P1[0]]), np.array([P1[1]]))
-        poly = np.array([P0 + nc * r, P1 + nc * r, P1 + far * np.array([b1[0][0], b1[1][0]]),
-                         P0 + far * np.array([b0[0][0], b0[1][0]])])
-        sh = np.zeros((H, W), np.uint8)
-        cv2.fillPoly(sh, [np.round(poly * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
-        k = max(int(self.psf.sigma_lat_focus_px * 2) | 1, 3)
-        sh = cv2.blur(sh, (k, k))
-        strength = self.shadow * float(np.exp(-3.0 * (e / self.slab) ** 2).mean())
-        shadow = 1.0 - np.float32(strength / 255.0) * sh.astype(np.float32)
-        return ((ya, yb, xa, xb), pw), shadow, float(np.median(inc))
+            off = np.interp(tg, t_k, o_k)
+            uu = ug[:, None] - off[None, :]
+        else:
+            uu = ug[:, None]
+        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay * bdotn, count, self.back_wall * bdotn)
+        strip = prof * pw_t[None, :]
+        # texture: rows = u (clipped to the texture height), columns = distance from the tip
+        th, tw_ = self.needle_tex.shape
+        cols = np.clip((s_tip - (ss[idx[0]] + tg)).astype(int), 0, tw_ - 1)
+        rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
+        strip *= self.needle_tex[rows[:, None], cols[None, :]]
+        if tip_pow > 0:
+            sb = max(self.bevel_px / 2, 1.0)
+            tb = np.exp(-0.5 * ((tg - (L - sb)) / sb) ** 2)
+            ub = np.exp(-0.5 * (((ug[:, None] - (off[None, :] if self.bend != 0.0 else 0.0)) / max(r * 0.6, sig_u)) ** 2))
+            strip += tip_pow * ub * tb[None, :]
+        strip = strip.astype(np.float32)
+        # strip (col, row) -> display: P0 + (tg0 + col) dc + (ug0 + row) nc
+        org = P0 + tg[0] * dc + ug[0] * nc
+        corners = np.array([org, org + tg[-1] * 0 + (tg[-1] - tg[0]) * dc, org + (ug[-1] - ug[0]) * nc,
+                            org + (tg[-1] - tg[0]) * dc + (ug[-1] - ug[0]) * nc])
+        xa, ya = np.floor(corners.min(0)).astype(int) - 1
+        xb, yb = np.ceil(corners.max(0)).astype(int) + 2
+        xa, ya, xb, yb = max(xa, 0), max(ya, 0), min(xb, W), min(yb, H)
+        if xa >= xb or ya >= yb:
+            pw_roi = ((0, 1, 0, 1), np.zeros((1, 1), np.float32))
+        else:
+            M = np.array([[dc[0], nc[0], org[0] - xa], [dc[1], nc[1], org[1] - ya]], np.float32)
+            pw = cv2.warpAffine(strip, M, (xb - xa, yb - ya), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            pw_roi = ((ya, yb, xa, xb), pw)
+        # faint acoustic shadow under the shaft, along the beam, to the bottom of the image
+        far = 2.0 * max(H, W)
+        b0 = np.array([float(v) for v in probe.beam_dir(P0[0], P0[1])])
+        b1 = np.array([float(v) for v in probe.beam_dir(P1[0], P1[1])])
+        poly = np.array([P0 + nc * r, P1 + nc * r, P1 + nc * r + far * b1, P0 + nc * r + far * b0])
+        sxa = max(int(poly[:, 0].min()) - 4, 0)
+        sxb = min(int(poly[:, 0].max()) + 5, W)
+        sya = max(int(poly[:, 1].min()) - 4, 0)
+        if sxa >= sxb or sya >= H:
+            return pw_roi, ((0, 1, 0, 1), np.ones((1, 1), np.float32)), float(np.median(inc))
+        sh = np.zeros((H - sya, sxb - sxa), np.uint8)
+        q = np.round((poly - [sxa, sya]) * 4).astype(np.int32)
+        cv2.fillPoly(sh, [q], 255, cv2.LINE_AA, shift=2)
+        kk = max(int(self.psf.sigma_lat_focus_px * 2) | 1, 3)
+        sh = cv2.blur(sh, (kk, kk))
+        strength = self.shadow * float(elev_f.mean())
+        shade = 1.0 - np.float32(strength / 255.0) * sh.astype(np.float32)
+        return pw_roi, ((sya, H, sxa, sxb), shade), float(np.median(inc))
 
 
 def simulate_sequence(n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None):

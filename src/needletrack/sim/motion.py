@@ -55,23 +55,15 @@ def plan_insertion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: 
     keys_s = [s_start]
     t, s = 0.0, s_start
     dur = n / fps + 1.0
-    withdraw_at = rng.uniform(0.15, 0.7) * dur if rng.random() < cfg.withdraw_prob else None
+    withdraw_at = rng.uniform(0.1, 0.6) * (n / fps) if rng.random() < cfg.withdraw_prob else None
+    if withdraw_at is not None:
+        w_back = rng.uniform(3.0, 12.0)
+        w_out = rng.uniform(0.2, 0.6)              # seconds to pull out (fast)
+        w_hold = rng.uniform(0.5, 3.0)             # seconds with the tip out of the image
+        w_in = rng.uniform(0.5, 2.0)               # seconds to come back to where it was
+        dur += w_out + w_hold + w_in
     at_target = False
     while t < dur:
-        if withdraw_at is not None and t >= withdraw_at:
-            withdraw_at = None
-            back = rng.uniform(3.0, 12.0)
-            v = _u(rng, cfg.speed_mm_s) * rng.uniform(1.0, 2.5)
-            dest = -back
-            t += max(abs(s - dest) / v, 0.2)
-            keys_t.append(t)
-            keys_s.append(dest)
-            t += rng.uniform(0.5, 3.0)           # out of the image for a while
-            keys_t.append(t)
-            keys_s.append(dest)
-            s = dest
-            at_target = False
-            continue
         if not at_target and s < s_target - 0.5:
             v = _u(rng, cfg.speed_mm_s)
             step = min(rng.uniform(2.0, 12.0), s_target - s + rng.uniform(-0.5, 2.0))
@@ -121,11 +113,32 @@ def plan_insertion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: 
                 keys_s.append(s)
     kt = np.asarray(keys_t)
     ks = np.asarray(keys_s)
+
+    def base(tt):
+        i = np.clip(np.searchsorted(kt, tt, side="right") - 1, 0, len(kt) - 2)
+        span = np.maximum(kt[i + 1] - kt[i], 1e-6)
+        f = np.clip((tt - kt[i]) / span, 0, 1)
+        return ks[i] + (ks[i + 1] - ks[i]) * _ease(f)
+
     tt = np.arange(n) / fps
-    i = np.clip(np.searchsorted(kt, tt, side="right") - 1, 0, len(kt) - 2)
-    span = np.maximum(kt[i + 1] - kt[i], 1e-6)
-    f = np.clip((tt - kt[i]) / span, 0, 1)
-    return ks[i] + (ks[i + 1] - ks[i]) * _ease(f)
+    if withdraw_at is None:
+        return base(tt)
+    # full withdrawal at withdraw_at: out of the image, wait, re-insert to where the plan was, go on
+    t1 = withdraw_at + w_out
+    t2 = t1 + w_hold
+    t3 = t2 + w_in
+    s_w = float(base(np.array([withdraw_at]))[0])
+    out = base(np.where(tt < withdraw_at, tt, np.maximum(tt - (t3 - withdraw_at), withdraw_at)))
+    f_out = _ease(np.clip((tt - withdraw_at) / w_out, 0, 1))
+    f_in = _ease(np.clip((tt - t2) / w_in, 0, 1))
+    dest = -w_back
+    seg1 = (tt >= withdraw_at) & (tt < t1)
+    seg2 = (tt >= t1) & (tt < t2)
+    seg3 = (tt >= t2) & (tt < t3)
+    out[seg1] = s_w + (dest - s_w) * f_out[seg1]
+    out[seg2] = dest
+    out[seg3] = dest + (s_w - dest) * f_in[seg3]
+    return out
 
 
 def _tremor(rng, n, fps, amp):

@@ -12,6 +12,12 @@ _WORDS = ["L12-5", "L14-6", "L18-4", "C5-2", "BREAST", "RT", "LT", "BIOPSY", "Gn
           "TIb", "THI", "Res", "Pen", "Gen", "CF", "12:34", "BR", "10H", "2CM FN", "ROI", "HD", "Lin"]
 
 
+def _ri(rng, lo, hi) -> int:
+    """Integer in [lo, hi), or lo when the range is empty."""
+    lo, hi = int(lo), int(hi)
+    return lo if hi <= lo else int(rng.integers(lo, hi))
+
+
 def _text(rng) -> str:
     k = int(rng.integers(1, 4))
     parts = []
@@ -39,11 +45,11 @@ def make_overlay(rng, probe, focus_px: float | None = None):
         left_room = x0 > 40
         right_room = W - x1 > 40
         if left_room and (not right_room or rng.random() < 0.5):
-            x = int(rng.integers(2, max(3, x0 - 30)))
+            x = _ri(rng, 2, x0 - 30)
         elif right_room:
-            x = int(rng.integers(x1 + 2, W - 30))
+            x = _ri(rng, x1 + 2, W - 30)
         else:
-            x = int(rng.integers(2, max(3, W // 5))) if rng.random() < 0.5 else int(rng.integers(W * 3 // 4, W - 40))
+            x = _ri(rng, 2, W // 5) if rng.random() < 0.5 else _ri(rng, W * 3 // 4, W - 40)
         y = int(12 + i * rng.uniform(12, 18) * H / 448)
         if y >= H - 2:
             break

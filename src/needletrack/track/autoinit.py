@@ -51,6 +51,8 @@ class AutoInitConfig:
     n_orient: int = 24
     length_frac: float = 0.10
     ridge_sigma: float = 1.5
+    ridge_sigmas: tuple[float, ...] = (1.5, 3.0, 5.0)
+    min_bright_rank: float = 0.0
     z_thresh: float = 4.0
     min_length_frac: float = 0.12
     max_gap_frac: float = 0.04
@@ -144,11 +146,11 @@ def _refine_ends(img, c, u, t0, t1, width, max_gap):
     ref = float(np.median(d[mid]))
     if ref <= 0:
         return t0, t1
-    on = ts[d >= 0.4 * ref]
+    on = ts[d >= 0.5 * ref]
     if on.size < 2:
         return t0, t1
     # the run of "on" positions (gap-limited) that covers the middle of the segment
-    gaps = np.flatnonzero(np.diff(on) > max(max_gap, 3.0))
+    gaps = np.flatnonzero(np.diff(on) > max(0.5 * max_gap, 4.0))
     starts = np.concatenate([[0], gaps + 1])
     ends = np.concatenate([gaps, [len(on) - 1]])
     tm = 0.5 * (t0 + t1)
@@ -176,7 +178,12 @@ def _profile_stats(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, width: float
     inside = (pts[..., 0] >= 0) & (pts[..., 0] <= w - 1) & (pts[..., 1] >= 0) & (pts[..., 1] <= h - 1)
     vals = _sample(img, pts[..., 0].ravel(), pts[..., 1].ravel()).reshape(pts.shape[:2])
     vals = np.where(inside, vals, np.nan)
-    prof = np.nanmean(vals, axis=1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            prof = np.nanmean(vals, axis=1)
     core = np.abs(offs) <= max(width / 2.0, 1.0)
     band = (np.abs(offs) >= max(1.5 * width, 3.0))
     line_vals = vals[core].ravel()
@@ -203,89 +210,158 @@ def _profile_stats(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, width: float
     return float(cnr), float(fwhm)
 
 
-def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | None:
-    """The most needle-like straight bright segment in ``frame``, or ``None`` if nothing passes the tests."""
+def _content_mask(img: np.ndarray) -> np.ndarray:
+    """The imaged region (not the black padding/letterbox around a sector or a scanner's screen)."""
     import cv2
 
-    cfg = cfg or AutoInitConfig()
-    img = to_float01(frame, "auto-init frame")
-    H, W = img.shape
-    f = min(1.0, cfg.work_size / max(H, W))
-    small = cv2.resize(img, (max(8, round(W * f)), max(8, round(H * f))), interpolation=cv2.INTER_AREA) \
-        if f < 1.0 else img
+    blur = cv2.GaussianBlur(img, (0, 0), 2.0)
+    m = (blur > 0.03).astype(np.uint8)
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    return m.astype(bool)
+
+
+def _multiscale_evidence(small: np.ndarray, content: np.ndarray, cfg: "AutoInitConfig"):
+    """Per pixel: the best robust z-score over scales and orientations, its orientation and its scale."""
+    import cv2
+
+    inner = cv2.erode(content.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    ref = inner if inner.sum() > 64 else np.ones_like(inner)
+    zbest = np.full(small.shape, -np.inf, np.float32)
+    obest = np.zeros(small.shape, np.float32)
+    sbest = np.zeros(small.shape, np.float32)
+    for sig in cfg.ridge_sigmas:
+        c = AutoInitConfig(**{**cfg.__dict__, "ridge_sigma": sig})
+        resp, orient = _ridge_response(small, c)
+        vals = resp[ref]
+        med = float(np.median(vals))
+        mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+        z = (resp - med) / mad
+        better = z > zbest
+        zbest[better] = z[better]
+        obest[better] = orient[better]
+        sbest[better] = sig
+    zbest[~inner] = 0.0
+    return zbest, obest, sbest
+
+
+def _candidates(small: np.ndarray, cfg: "AutoInitConfig") -> list[dict]:
+    """Straight bright segments in a work-sized image, each with the features the decision uses."""
+    import cv2
+
     h, w = small.shape
     diag = math.hypot(h, w)
-    small = cv2.GaussianBlur(small, (0, 0), 0.7)
-    resp, orient = _ridge_response(small, cfg)
-    z = _robust_z(resp)
+    content = _content_mask(small)
+    if content.sum() < 0.05 * h * w:
+        return []
+    z, orient, scale = _multiscale_evidence(small, content, cfg)
     evid = (z > cfg.z_thresh).astype(np.uint8)
-    n_evid = int(evid.sum())
-    if n_evid < 8:
-        return None
+    if int(evid.sum()) < 8:
+        return []
     min_len = cfg.min_length_frac * diag
-    segs = cv2.HoughLinesP(evid * 255, rho=1, theta=math.pi / 180, threshold=max(10, int(min_len * 0.5)),
+    segs = cv2.HoughLinesP(evid * 255, rho=1, theta=math.pi / 180, threshold=max(8, int(min_len * 0.4)),
                            minLineLength=int(min_len * 0.6), maxLineGap=int(max(2, cfg.max_gap_frac * diag)))
     if segs is None:
-        return None
+        return []
     segs = np.asarray(segs, dtype=np.float64).reshape(-1, 4)
     lens = np.hypot(segs[:, 2] - segs[:, 0], segs[:, 3] - segs[:, 1])
     order = np.argsort(-lens)[: cfg.max_candidates]
     ys, xs = np.nonzero(evid)
     pts = np.stack([xs, ys], axis=1).astype(np.float64)
     pt_orient = orient[ys, xs]
-    best: tuple[float, NeedleLine] | None = None
-    seen: list[np.ndarray] = []
+    pt_scale = scale[ys, xs]
+    content_vals = small[content]
+    out: list[dict] = []
+    seen: list[tuple] = []
     for i in order:
         a, b = segs[i, :2], segs[i, 2:]
         u = (b - a) / max(lens[i], 1e-6)
         nrm = np.array([-u[1], u[0]])
-        if any(abs(float(np.dot(nrm, s[1]))) > 0.995 and abs(float(np.dot(a - s[0], s[1]))) < 3 for s in seen):
+        if any(abs(float(np.dot(nrm, s_[1]))) > 0.995 and abs(float(np.dot(a - s_[0], s_[1]))) < 4 for s_ in seen):
             continue  # near-duplicate of a line already examined
         seen.append((a, nrm))
-        # evidence pixels near the line whose filter orientation agrees with it
-        dist = np.abs((pts - a) @ nrm)
         theta_seg = math.atan2(u[1], u[0]) % math.pi
         dtheta = np.abs((pt_orient - theta_seg + math.pi / 2) % math.pi - math.pi / 2)
-        near = (dist <= max(2.0, 2.5 * cfg.ridge_sigma)) & (dtheta <= math.radians(20))
+        near = (np.abs((pts - a) @ nrm) <= np.maximum(2.0, 2.0 * pt_scale)) & (dtheta <= math.radians(20))
         if near.sum() < 8:
             continue
         q = pts[near]
         c = q.mean(axis=0)
-        dq = q - c
-        evals, evecs = np.linalg.eigh(dq.T @ dq / len(q))
+        evals, evecs = np.linalg.eigh((q - c).T @ (q - c) / len(q))
         u = evecs[:, int(np.argmax(evals))]
         nrm = np.array([-u[1], u[0]])
-        # re-collect with the refined line, then the longest gap-limited run along it
-        dist = np.abs((pts - c) @ nrm)
-        near = (dist <= max(2.0, 2.5 * cfg.ridge_sigma)) & (dtheta <= math.radians(25))
+        sig = float(np.median(pt_scale[near]))
+        near = (np.abs((pts - c) @ nrm) <= max(2.0, 2.0 * sig)) & (dtheta <= math.radians(25))
         if near.sum() < 8:
             continue
         t = np.sort((pts[near] - c) @ u)
         t0, t1 = _runs(t, cfg.max_gap_frac * diag)
-        length = t1 - t0
-        if length < min_len:
-            continue
-        ang = math.degrees(math.atan2(abs(u[1]), abs(u[0])))
-        if not (cfg.angle_range[0] <= ang <= cfg.angle_range[1]):
+        if t1 - t0 < 0.5 * min_len:
             continue
         in_run = t[(t >= t0) & (t <= t1)]
-        coverage = min(1.0, len(np.unique(np.round(in_run))) / max(length, 1.0))
-        if coverage < cfg.min_coverage:
-            continue
-        t0, t1 = _refine_ends(small, c, u, t0, t1, 2.0 * cfg.ridge_sigma, cfg.max_gap_frac * diag)
-        if t1 - t0 < min_len:
-            continue
+        coverage = min(1.0, len(np.unique(np.round(in_run))) / max(t1 - t0, 1.0))
+        t0, t1 = _refine_ends(small, c, u, t0, t1, 2.0 * sig, cfg.max_gap_frac * diag)
         p0, p1 = c + t0 * u, c + t1 * u
-        cnr, width = _profile_stats(small, p0, p1, 2.0 * cfg.ridge_sigma)
-        if cnr < cfg.min_cnr:
+        length = t1 - t0
+        if length < 0.5 * min_len:
             continue
-        score = cnr * length
-        cand = NeedleLine(p0=(float(p0[0] / f), float(p0[1] / f)), p1=(float(p1[0] / f), float(p1[1] / f)),
-                          width_px=float(max(2.0, width / f)), cnr=float(cnr), coverage=float(coverage),
-                          angle_deg=float(ang))
+        cnr, width = _profile_stats(small, p0, p1, 2.0 * sig)
+        # how bright the shaft is among the imaged pixels (needles are among the brightest echoes)
+        n_s = max(8, int(length))
+        tt = np.linspace(0.0, 1.0, n_s)
+        line_pts = p0[None, :] + tt[:, None] * (p1 - p0)[None, :]
+        line_mean = float(np.mean(_sample(small, line_pts[:, 0], line_pts[:, 1])))
+        bright_rank = float(np.mean(content_vals < line_mean))
+        # straightness: rms distance of the evidence pixels from the fitted line, relative to the scale
+        q = pts[near]
+        tq = (q - c) @ u
+        qq = q[(tq >= t0) & (tq <= t1)]
+        resid = float(np.sqrt(np.mean(((qq - c) @ nrm) ** 2))) if len(qq) else 99.0
+        out.append({
+            "p0": p0, "p1": p1, "length": float(length), "length_frac": float(length / diag),
+            "angle": float(math.degrees(math.atan2(abs(u[1]), abs(u[0])))), "cnr": float(cnr),
+            "width": float(width), "sigma": sig, "coverage": float(coverage), "bright_rank": bright_rank,
+            "line_mean": line_mean, "resid": resid, "z_mean": float(np.mean(z[ys[near], xs[near]])),
+        })
+    return out
+
+
+def _accept(cand: dict, cfg: "AutoInitConfig") -> bool:
+    return (cand["length_frac"] >= cfg.min_length_frac
+            and cfg.angle_range[0] <= cand["angle"] <= cfg.angle_range[1]
+            and cand["cnr"] >= cfg.min_cnr
+            and cand["coverage"] >= cfg.min_coverage
+            and cand["bright_rank"] >= cfg.min_bright_rank)
+
+
+def _work_image(frame, cfg: "AutoInitConfig"):
+    import cv2
+
+    img = to_float01(frame, "auto-init frame")
+    H, W = img.shape
+    f = min(1.0, cfg.work_size / max(H, W))
+    small = cv2.resize(img, (max(8, round(W * f)), max(8, round(H * f))), interpolation=cv2.INTER_AREA) \
+        if f < 1.0 else img
+    return img, cv2.GaussianBlur(small, (0, 0), 0.7), f
+
+
+def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | None:
+    """The most needle-like straight bright segment in ``frame``, or ``None`` if nothing passes the tests."""
+    cfg = cfg or AutoInitConfig()
+    img, small, f = _work_image(frame, cfg)
+    best = None
+    for cand in _candidates(small, cfg):
+        if not _accept(cand, cfg):
+            continue
+        score = cand["cnr"] * cand["length"]
         if best is None or score > best[0]:
             best = (score, cand)
-    return None if best is None else best[1]
+    if best is None:
+        return None
+    c = best[1]
+    p0, p1 = c["p0"], c["p1"]
+    return NeedleLine(p0=(float(p0[0] / f), float(p0[1] / f)), p1=(float(p1[0] / f), float(p1[1] / f)),
+                      width_px=float(max(2.0, c["width"] / f)), cnr=c["cnr"], coverage=c["coverage"],
+                      angle_deg=c["angle"])
 
 
 def detect_needle(frame, cfg: AutoInitConfig | None = None) -> np.ndarray | None:
@@ -306,7 +382,7 @@ def estimate_shaft_width(frame, p0, p1, default: float | None = None) -> float:
     Used to draw ``first_line`` prompts at the shaft's width."""
     img = to_float01(frame, "frame")
     h, w = img.shape
-    lo, hi = 2.0, max(3.0, 0.04 * min(h, w))
+    lo, hi = 2.0, max(4.0, 0.08 * min(h, w))
     guess = default if default is not None else max(3.0, 0.01 * min(h, w))
     a, b = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
     if np.hypot(*(b - a)) < 2:
@@ -314,4 +390,8 @@ def estimate_shaft_width(frame, p0, p1, default: float | None = None) -> float:
     cnr, width = _profile_stats(img, a, b, guess)
     if cnr < 1.0:  # no visible shaft along the line: keep the default
         return float(np.clip(guess, lo, hi))
+    if width > 1.5 * guess:  # wider than guessed: measure again with flanks that clear the shaft
+        cnr2, width2 = _profile_stats(img, a, b, width)
+        if cnr2 >= 1.0:
+            width = width2
     return float(np.clip(width, lo, hi))

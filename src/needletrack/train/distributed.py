@@ -88,6 +88,16 @@ def gather_objects(info: DistInfo, obj) -> list:
     return out
 
 
+def broadcast_buffers(info: DistInfo, module) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank."""
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    for b in module.buffers():
+        dist.broadcast(b.data, src=0)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist

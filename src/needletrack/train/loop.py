@@ -513,7 +513,10 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
         validate_and_save(step, True)
     checkpoint(step)
     wall = wall_before + time.time() - t_start
-    sums = D.gather_objects(dist, weights_digest(model))
+    # DDP keeps parameters identical; BatchNorm statistics are broadcast from rank 0 at each forward, so
+    # re-broadcast them once more after the last step to leave every replica exactly equal
+    D.broadcast_buffers(dist, model)
+    sums = D.gather_objects(dist, weights_digest(model, buffers=True))
     summary = {
         "finished": finished, "stopped": stopped, "steps": step, "total_steps": total, "wall_time_s": round(wall, 1),
         "seed": cfg["seed"], "command": command or " ".join(sys.argv), "model": mcfg.name,
@@ -543,12 +546,13 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     return summary
 
 
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (to check that DDP replicas agree)."""
+def weights_digest(model: nn.Module, buffers: bool = False) -> str:
+    """SHA-256 of every parameter (and buffer) (to check that DDP replicas agree)."""
     import hashlib
 
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    items = model.state_dict().items() if buffers else model.named_parameters()
+    for name, t in sorted(items):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

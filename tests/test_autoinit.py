@@ -1,0 +1,96 @@
+"""Auto-init: the training-free detector finds a bright needle and declines on speckle alone."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from needletrack.geometry import line_mask
+from needletrack.track import Tracker, detect_needle, find_needle_line
+from needletrack.track.autoinit import estimate_shaft_width
+
+
+def speckle(h, w, seed, mean=70.0):
+    """Fully developed speckle: the envelope of low-passed complex Gaussian noise (Rayleigh statistics)."""
+    rng = np.random.default_rng(seed)
+    re = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.2)
+    im = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.2)
+    env = np.sqrt(re ** 2 + im ** 2)
+    return mean * env / env.mean()
+
+
+def needle_frame(angle, h=240, w=320, seed=0, bright=200.0, width=3, frac=0.5):
+    img = speckle(h, w, seed)
+    a = math.radians(angle)
+    p0 = np.array([0.05 * w, 0.1 * h])
+    p1 = p0 + frac * math.hypot(h, w) * np.array([math.cos(a), math.sin(a)])
+    m = line_mask((h, w), p0, p1, width)
+    rng = np.random.default_rng(seed + 1)
+    img = np.where(m, np.maximum(img, bright * (0.7 + 0.3 * rng.random((h, w)))), img)
+    return np.clip(img, 0, 255).astype(np.uint8), m, p0, p1
+
+
+@pytest.mark.parametrize("angle", [20, 35, 50, 70])
+def test_finds_a_bright_needle(angle):
+    img, m, p0, p1 = needle_frame(angle, seed=angle)
+    line = find_needle_line(img)
+    assert line is not None
+    assert abs(line.angle_deg - angle) < 2.0
+    ends = sorted([line.p0, line.p1])                 # left end first
+    diag = math.hypot(*img.shape)
+    assert math.dist(ends[0], p0) < 0.04 * diag and math.dist(ends[1], p1) < 0.04 * diag
+    mask = detect_needle(img)
+    assert mask.shape == img.shape and mask.dtype == bool
+    iou = (mask & m).sum() / (mask | m).sum()
+    assert iou > 0.5
+
+
+def test_finds_a_needle_in_a_non_square_16bit_frame():
+    img, m, p0, p1 = needle_frame(40, h=200, w=400, seed=3)
+    mask = detect_needle(img.astype(np.uint16) * 257)
+    assert mask is not None and (mask & m).sum() / (mask | m).sum() > 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_declines_on_speckle_alone(seed):
+    assert find_needle_line(speckle(240, 320, 100 + seed).astype(np.uint8)) is None
+
+
+def test_declines_on_flat_gradient_and_faint_lines():
+    assert detect_needle(np.full((120, 160), 80, np.uint8)) is None
+    ramp = np.tile(np.linspace(0, 255, 160, dtype=np.float32), (120, 1)).astype(np.uint8)
+    assert detect_needle(ramp) is None
+    faint, *_ = needle_frame(35, seed=9, bright=75)       # no brighter than the tissue: not a needle
+    assert detect_needle(faint) is None
+
+
+def test_declines_on_flat_fascia_like_line():
+    img, *_ = needle_frame(2, seed=5)                        # horizontal bright line: tissue layer, not a shaft
+    assert detect_needle(img) is None
+
+
+def test_estimate_shaft_width():
+    h, w = 120, 200
+    img = np.full((h, w), 40, np.uint8)
+    img[line_mask((h, w), (10, 20), (180, 90), 7)] = 220
+    assert abs(estimate_shaft_width(img, (10, 20), (180, 90)) - 7) <= 1.5
+    # nothing along the line: the default is kept
+    assert estimate_shaft_width(np.full((h, w), 40, np.uint8), (10, 20), (180, 90), default=4.0) == 4.0
+
+
+def test_tracker_auto_waits_for_the_needle():
+    """auto=True on frames without a needle reports not visible and keeps looking; it starts when found."""
+    from needletrack.models import build_model
+
+    tr = Tracker(build_model("stnan_tiny"))
+    h, w = 120, 160
+    blank = [speckle(h, w, 50 + i).astype(np.uint8) for i in range(3)]
+    r = tr.step(blank[0], auto=True)
+    assert r.source == "search" and not r.visible and not tr.initialised
+    assert not tr.step(blank[1]).visible and not tr.initialised
+    img, m, *_ = needle_frame(35, h=h, w=w, seed=11)
+    r = tr.step(img)
+    assert tr.initialised and tr.first_found == 2 and r.source == "prompt" and r.visible
+    assert (r.mask & m).sum() / (r.mask | m).sum() > 0.4
+    r = tr.step(img)
+    assert r.source == "model" and r.frame_index == 3
