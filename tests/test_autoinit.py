@@ -7,7 +7,7 @@ import pytest
 
 from needletrack.geometry import line_mask
 from needletrack.track import Tracker, detect_needle, find_needle_line
-from needletrack.track.autoinit import estimate_shaft_width
+from needletrack.track.autoinit import AutoInitConfig, estimate_shaft_width
 
 
 def speckle(h, w, seed, mean=70.0):
@@ -33,16 +33,20 @@ def needle_frame(angle, h=240, w=320, seed=0, bright=200.0, width=3, frac=0.5):
 @pytest.mark.parametrize("angle", [20, 35, 50, 70])
 def test_finds_a_bright_needle(angle):
     img, m, p0, p1 = needle_frame(angle, seed=angle)
-    line = find_needle_line(img)
+    line = find_needle_line(img, AutoInitConfig(extend_to_border=False))
     assert line is not None
     assert abs(line.angle_deg - angle) < 2.0
-    ends = sorted([line.p0, line.p1])                 # left end first
     diag = math.hypot(*img.shape)
-    assert math.dist(ends[0], p0) < 0.04 * diag and math.dist(ends[1], p1) < 0.04 * diag
-    mask = detect_needle(img)
+    # p1 is the tip (the deeper end), p0 the visible segment's other end
+    assert math.dist(line.p0, p0) < 0.04 * diag and math.dist(line.p1, p1) < 0.04 * diag
+    mask = detect_needle(img, AutoInitConfig(extend_to_border=False))
     assert mask.shape == img.shape and mask.dtype == bool
     iou = (mask & m).sum() / (mask | m).sum()
     assert iou > 0.5
+    # by default the shaft is extended back to where it enters the image; the tip stays
+    ext = find_needle_line(img)
+    assert math.dist(ext.p1, line.p1) < 1.0
+    assert min(ext.p0[0], ext.p0[1]) < 2.0 and math.dist(ext.p0, p1) > math.dist(line.p0, p1)
 
 
 def test_finds_a_needle_in_a_non_square_16bit_frame():

@@ -13,11 +13,20 @@ from needletrack.models import (ModelConfig, build_model, get_config, list_prese
 from needletrack.models.config import PAPER_TABLES
 from needletrack.models.memory import l2_affinity, read_memory
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # one intra-op thread: on a shared, oversubscribed CPU two OpenMP threads make these small ops ~20x slower
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 MEMORY_PRESETS = [n for n in list_presets() if get_config(n).is_memory_model]
 SMALL = 64
 
 
-def _tiny_inputs(b=2, t=2, s=SMALL, seed=0):
+def _tiny_inputs(b=1, t=2, s=SMALL, seed=0):
     g = torch.Generator().manual_seed(seed)
     frames = torch.rand(b, t, 1, s, s, generator=g)
     mask = (torch.rand(b, 1, s, s, generator=g) > 0.8).float()
@@ -34,13 +43,13 @@ def test_every_preset_builds_runs_forward_backward(name):
     frames, mask = _tiny_inputs()
     # the operations, frame 0 -> memory, frame 1 predicted
     q0 = model.encode_key(frames[:, 0])
-    assert q0.key.shape == (2, cfg.key_dim, SMALL // 16, SMALL // 16)
+    assert q0.key.shape == (1, cfg.key_dim, SMALL // 16, SMALL // 16)
     v0 = model.encode_value(frames[:, 0], mask, q0.f16)
-    assert v0.shape == (2, cfg.value_dim, SMALL // 16, SMALL // 16)
+    assert v0.shape == (1, cfg.value_dim, SMALL // 16, SMALL // 16)
     q1 = model.encode_key(frames[:, 1], q0.raw16)
     r = model.read_memory(q0.key.flatten(2), v0.flatten(2), q1.key)
     logit = model.segment(r, q1)
-    assert logit.shape == (2, 1, SMALL, SMALL)  # one-channel logit at input size
+    assert logit.shape == (1, 1, SMALL, SMALL)  # one-channel logit at input size
     assert torch.isfinite(logit).all()
     torch.nn.functional.binary_cross_entropy_with_logits(logit, mask).backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -106,6 +115,31 @@ def test_config_dict_round_trip_and_unknown_keys():
     assert ModelConfig.from_dict(d) == cfg
     with pytest.raises(NeedletrackError, match="unknown model config keys: bogus"):
         ModelConfig.from_dict({**d, "bogus": 1})
+
+
+def test_yaml_mirror_matches_the_code_presets():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "models"
+    files = sorted(root.glob("*.yaml"))
+    assert {f.stem for f in files} == set(MEMORY_PRESETS), "run: needletrack models --write-configs configs/models"
+    for f in files:
+        assert get_config(str(f)) == get_config(f.stem), f.name
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("name: x\narch: stnan\nbogus_key: 3\n")
+    with pytest.raises(InputError, match=r"m\.yaml: .*bogus_key"):
+        get_config(str(bad))
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        get_config(str(bad))
+    with pytest.raises(InputError, match="cannot read"):
+        get_config(str(tmp_path / "missing.yaml"))
+    good = tmp_path / "g.yaml"
+    good.write_text(get_config("stnan_tiny").replace(name="mine", input_size=96).to_yaml())
+    assert build_model(str(good)).cfg.input_size == 96
 
 
 # ---------------------------------------------------------------- C&T encoder: position bias at any size
@@ -180,39 +214,42 @@ def test_flow_cost_equals_explicit_concatenation(chunk):
 
 
 def test_flow_cost_peaks_at_the_known_global_shift():
-    """Train the tiny matching network briefly on random features with random global shifts, then check
-    that the cost volume peaks at the true displacement for an unseen shift (indexing, sign and order)."""
+    """Train the tiny matching network briefly on random features under random global shifts, then check
+    that the cost peaks at the true displacement for fresh features (indexing, sign and order of u)."""
     from needletrack.models.flow import FlowRegression, displacements
 
     torch.manual_seed(0)
     win, h = 5, 12
     flow = FlowRegression(feat_ch=8, window=win, dim=8, match_dim=16, motion_dim=4)
     disp = displacements(win)
+    assert disp[len(disp) // 2] == (0, 0)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
 
-    def pair(dy, dx, b=4):
-        prev = torch.randn(b, 8, h + 8, h + 8)
-        # F_t(p) = F_{t-1}(p + u): the content moved by -u, so the best match of p is at p + u
-        cur = prev[:, :, 4 + dy:4 + dy + h, 4 + dx:4 + dx + h]
+    def pair(ks):
+        prev = torch.randn(len(ks), 8, h + 8, h + 8)
+        # F_t(p) = F_{t-1}(p + u): the best match of p in F_{t-1} is at p + u
+        cur = torch.stack([prev[i, :, 4 + disp[k][0]:4 + disp[k][0] + h, 4 + disp[k][1]:4 + disp[k][1] + h]
+                           for i, k in enumerate(ks)])
         return flow.project(cur), flow.project(prev[:, :, 4:4 + h, 4:4 + h])
 
-    for _ in range(60):
-        k = int(torch.randint(len(disp), (1,)))
-        ft, fp = pair(*disp[k])
-        cost, _ = flow(ft, fp)
-        inner = cost[:, :, 2:-2, 2:-2]
-        loss = torch.nn.functional.cross_entropy(inner, torch.full((4, h - 4, h - 4), k))
+    for _ in range(40):
+        ks = torch.randint(len(disp), (4,)).tolist()
+        cost = flow.matching_cost(*pair(ks))
+        target = torch.tensor(ks)[:, None, None].expand(4, h - 4, h - 4)
+        loss = torch.nn.functional.cross_entropy(cost[:, :, 2:-2, 2:-2], target)
         opt.zero_grad()
         loss.backward()
         opt.step()
     flow.eval()
-    for u in [(1, -2), (-2, 0), (0, 0)]:
-        with torch.no_grad():
-            ft, fp = pair(*u, b=1)
-            cost, _ = flow(ft, fp)
-        votes = cost[0, :, 2:-2, 2:-2].argmax(0).flatten()
+    us = [(1, -2), (-2, 0), (0, 0), (2, 1)]
+    with torch.no_grad():
+        cost = flow.matching_cost(*pair([disp.index(u) for u in us]))
+        full, motion = flow(*pair([0]))
+    assert full.shape == (1, win * win, h, h) and motion.shape == (1, 4, h, h)
+    for i, u in enumerate(us):
+        votes = cost[i, :, 2:-2, 2:-2].argmax(0).flatten()  # interior: no border effects
         share = (votes == disp.index(u)).float().mean().item()
-        assert share > 0.8, (u, share)
+        assert share > 0.9, (u, share)
 
 
 def test_first_frame_prev_none_is_zero_motion():
@@ -311,8 +348,7 @@ def test_load_errors_are_one_line_input_errors(tmp_path, monkeypatch):
 
     with safe_open(str(p), framework="pt") as f:
         md = f.metadata()
-    state = load_file(str(p))
-    state.pop(next(iter(state)))
+    state = {k: v.clone() for k, v in load_file(str(p)).items() if k != "key_proj.weight"}
     save_file(state, str(p), metadata=md)
     with pytest.raises(InputError, match="do not match"):
         load_model(p)
@@ -353,7 +389,7 @@ def test_streaming_step_exports_to_onnx_and_matches(tmp_path):
 def test_models_command_json(capsys):
     from needletrack.cli import main
 
-    rc = main(["models", "--json", "--names", "stnan_tiny,stcn_tiny", "--steps", "1"])
+    rc = main(["models", "--json", "--names", "stnan_tiny,stcn_tiny", "--steps", "1", "--threads", "1"])
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["stnan_tiny", "stcn_tiny"]

@@ -131,7 +131,10 @@ def test_upload_prompt_track_download(tiny_tracker, mp4_bytes):
 
         csv = c.get(f"/api/jobs/{jid}/files/needle.csv")
         assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
-        assert 'filename="my loop_needle.csv"' in csv.headers["content-disposition"]
+        from urllib.parse import unquote
+
+        cd = unquote(csv.headers["content-disposition"])
+        assert cd.startswith("attachment;") and "my loop_needle.csv" in cd
         lines = csv.text.strip().splitlines()
         assert lines[0].split(",") == CSV_HEADER and len(lines) == 7
         # the table rows are the CSV's rows
@@ -186,6 +189,16 @@ def test_simulated_sample_scored_against_truth(tiny_tracker):
         assert r.status_code == 201, r.text
         job = r.json()
         assert job["kind"] == "sample" and job["info"]["frames"] == 4 and job["info"]["width"] == 64
+        # frame 0 of the job is the simulator's frame 0 for the seed it reports
+        from needletrack.sim import simulate_sequence
+
+        seed = int(re.search(r"seed (\d+)", job["name"]).group(1))
+        assert 3 <= seed < 23
+        import cv2
+
+        f0 = cv2.imdecode(np.frombuffer(c.get(f"/api/jobs/{job['id']}/frame0.png").content, np.uint8), 0)
+        sim0 = next(iter(simulate_sequence(4, 64, "clinical", seed)))
+        assert np.array_equal(f0, sim0[0]) and sim0[2]["visible"]
         x0, y0, x1, y1 = job["suggested_line"]
         assert all(0 <= v <= 63 for v in (x0, y0, x1, y1)) and np.hypot(x1 - x0, y1 - y0) > 3
         assert c.post(f"/api/jobs/{job['id']}/track", json={"mode": "truth"}).status_code == 202
@@ -193,6 +206,70 @@ def test_simulated_sample_scored_against_truth(tiny_tracker):
         assert done["status"] == "done", done
         m = done["summary"]["metrics"]
         assert m["frames"] == 3 and 0.0 <= m["iou"] <= 1.0     # first frame unscored (DESIGN §3)
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "dicom-no-extension", "mha"])
+def test_other_formats_upload(tiny_tracker, tmp_path, fmt):
+    from needletrack.io.samples import write_dicom, write_mha
+
+    if fmt == "mha":
+        p, name = write_mha(tmp_path / "scan.igs.mha", n=5, h=40, w=56), "scan.igs.mha"
+        shape = (56, 40, 5)
+    else:
+        p = write_dicom(tmp_path / "loop.dcm", n=6, h=48, w=64)
+        name = "loop.dcm" if fmt == "dicom" else "IM000001"
+        shape = (64, 48, 6)
+    with make_client(tiny_tracker) as c:
+        r = upload(c, Path(p).read_bytes(), name)
+        assert r.status_code == 201, r.text
+        info = r.json()["info"]
+        assert (info["width"], info["height"], info["frames"]) == shape
+        assert info["format"] in ("dicom", "mha")
+
+
+def test_zip_of_frames(tiny_tracker, tmp_path):
+    import cv2
+
+    from needletrack.io.samples import sample_frames
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, f in enumerate(sample_frames(12, 40, 56)):       # f2 < f10: natural order, not text order
+            z.writestr(f"../cine/f{i}.png", cv2.imencode(".png", f)[1].tobytes())
+        z.writestr("cine/readme.txt", "not a frame")
+        z.writestr("__MACOSX/cine/._f1.png", b"junk")
+    with make_client(tiny_tracker) as c:
+        r = upload(c, buf.getvalue(), "frames.zip")
+        assert r.status_code == 201, r.text
+        job = r.json()
+        assert (job["info"]["frames"], job["info"]["width"], job["info"]["height"]) == (12, 56, 40)
+        root = c.app.state.manager.root
+        assert sorted(p.name for p in (root / job["id"] / "frames").iterdir())[:2] == ["f0.png", "f1.png"]
+        assert not (root / "cine").exists() and not (root.parent / "cine").exists()     # no zip-slip
+        c.post(f"/api/jobs/{job['id']}/track", json={"mode": "auto"})
+        assert wait_status(c, job["id"])["summary"]["frames"] == 12
+        z = zipfile.ZipFile(io.BytesIO(c.get(f"/api/jobs/{job['id']}/files/masks.zip").content))
+        assert "masks/f10.png" in z.namelist()                 # masks named after the input frames
+
+        empty = io.BytesIO()
+        with zipfile.ZipFile(empty, "w") as zz:
+            zz.writestr("notes.txt", "hello")
+        r = upload(c, empty.getvalue(), "notes.zip")
+        assert r.status_code == 400 and "no frame images" in one_line(r.json()["detail"])
+        r = upload(c, b"PK\x03\x04 broken", "broken.zip")
+        assert r.status_code == 400 and "not a readable zip" in one_line(r.json()["detail"])
+
+
+def test_zip_bomb_refused(tiny_tracker):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("f0.png", b"\0" * 3_000_000)               # 3 MB that compress to a few KB
+    data = buf.getvalue()
+    assert len(data) < 20_000
+    with make_client(tiny_tracker, max_upload_mb=0.5) as c:     # unpacked budget: 4 × 0.5 MB
+        r = upload(c, data, "bomb.zip")
+        assert r.status_code == 400 and "unpacks to more than" in one_line(r.json()["detail"])
+        assert list(c.app.state.manager.root.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -350,15 +427,17 @@ def test_page_is_self_contained(tiny_tracker):
         for s in srcs:                        # every referenced file is served by us
             if s.startswith("/static/"):
                 assert c.get(s).status_code == 200, s
+        api = c.get("/api")                   # the offline API page renders /openapi.json
+        assert api.status_code == 200 and "/static/api.js" in api.text
         info = c.get("/api/info").json()
         assert info["model"]["label"] == "stnan_tiny (test)" and info["model"]["input_size"] == [64, 64]
     # nothing on the page may come from the internet
     for p in STATIC_DIR.iterdir():
         text = p.read_text()
-        assert not re.search(r"(?:src|href|url)\s*[=(]\s*[\"']?(?:https?:)?//", text), p.name
+        assert not re.search(r"(?:src|href|url|fetch)\s*[=(]\s*[\"'`]?(?:https?:)?//", text), p.name
         assert "cdn" not in text.lower(), p.name
-    assert "style=" not in (STATIC_DIR / "index.html").read_text()      # CSP style-src 'self'
-    assert "<script>" not in (STATIC_DIR / "index.html").read_text()    # no inline scripts
+        if p.suffix == ".html":
+            assert "style=" not in text and "<script>" not in text, p.name   # CSP: no inline styles/scripts
 
 
 def test_openapi_documents_the_api(tiny_tracker):

@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-timing", action="store_true", help="skip the CPU timing (cpu_ms_per_frame = null)")
     p.add_argument("--steps", type=int, default=10, help="timed streaming steps per preset (default 10)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for timing (default 2)")
+    p.add_argument("--write-configs", metavar="DIR", default=None,
+                   help="write each selected preset as DIR/<name>.yaml (the configs/models mirror) and exit")
     p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
                    help="time eager PyTorch (default) or the same step exported to onnxruntime")
 
@@ -243,6 +245,16 @@ def run(args) -> int:
     if args.steps < 1 or args.threads < 1:
         raise NeedletrackError("--steps and --threads must be >= 1")
     names = _select(args.names)
+    if args.write_configs:
+        from pathlib import Path
+
+        from needletrack.models import get_config
+        from needletrack.utils import write_text_atomic
+
+        for n in names:
+            write_text_atomic(Path(args.write_configs) / f"{n}.yaml", get_config(n).to_yaml())
+        print(f"wrote {len(names)} presets to {args.write_configs}")
+        return 0
     rows = []
     for n in names:
         row = measure(n, timing=not args.no_timing, steps=args.steps, engine=args.engine, threads=args.threads)

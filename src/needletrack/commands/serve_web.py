@@ -85,7 +85,7 @@ def run(args) -> int:
         host, port = sock.getsockname()[:2]
         shown = "localhost" if host in ("127.0.0.1", "::1") else host
         url = f"http://{shown if ':' not in shown else '[' + shown + ']'}:{port}/"
-        print(f"needletrack serve-web: {url}  (API docs {url}docs; model {label}; Ctrl-C stops)", file=sys.stderr)
+        print(f"needletrack serve-web: {url}  (JSON API {url}api; model {label}; Ctrl-C stops)", file=sys.stderr)
         if args.host in ("0.0.0.0", "::"):
             print("serve-web: listening on every network interface; the page has no login", file=sys.stderr)
         if args.open:

@@ -97,6 +97,12 @@ class ModelConfig:
             raise NeedletrackError(f"unknown model config keys: {', '.join(bad)}")
         return dataclasses.replace(copy.deepcopy(self), **changes)
 
+    def to_yaml(self) -> str:
+        import yaml
+
+        head = f"# model preset '{self.name}' (generated from needletrack.models.config; edit the code, not this)\n"
+        return head + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
     # -- derived --
     @property
     def is_memory_model(self) -> bool:

@@ -83,10 +83,43 @@ def list_presets(pattern: str | None = None, arch: str | None = None) -> list[st
     return names
 
 
+def load_config_file(path) -> ModelConfig:
+    """A ModelConfig from a YAML or JSON file (a mapping of config fields, or ``{model: {...}}``)."""
+    import json
+    from pathlib import Path
+
+    from needletrack.errors import InputError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InputError(f"cannot read model config ({e.strerror})", path) from None
+    try:
+        if path.suffix == ".json":
+            d = json.loads(text)
+        else:
+            import yaml
+
+            d = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - yaml/json parse errors
+        raise InputError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {str(e).splitlines()[0]}",
+                         path) from None
+    if isinstance(d, dict) and isinstance(d.get("model"), dict):
+        d = d["model"]
+    try:
+        return ModelConfig.from_dict(d)
+    except NeedletrackError as e:
+        raise InputError(str(e), path) from None
+
+
 def get_config(name: str | ModelConfig) -> ModelConfig:
-    """A copy of the preset ``name`` (a ModelConfig passes through as a copy)."""
+    """A copy of the preset ``name`` (a ModelConfig passes through as a copy; a path ending in .yaml,
+    .yml or .json is read with ``load_config_file``)."""
     if isinstance(name, ModelConfig):
         return name.replace()
+    if str(name).endswith((".yaml", ".yml", ".json")):
+        return load_config_file(name)
     _ensure_loaded()
     if name not in _PRESETS:
         near = fnmatch.filter(_PRESETS, f"*{name}*")[:5]

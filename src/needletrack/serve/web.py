@@ -49,7 +49,9 @@ STATIC_DIR = Path(__file__).with_name("static")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", "")
 MHA_SUFFIXES = (".mha",)
-ACCEPTED = "video (.mp4 .avi .mov .mkv .webm), DICOM (.dcm or no extension) or PLUS/MetaImage .mha"
+ZIP_SUFFIXES = (".zip",)
+ACCEPTED = ("video (.mp4 .avi .mov .mkv .webm), DICOM (.dcm or no extension), PLUS/MetaImage .mha or a .zip of "
+            "frame images (.png .jpg .tif)")
 DOWNLOADS = {  # name -> media type
     "overlay.mp4": "video/mp4",
     "needle.csv": "text/csv",
@@ -285,7 +287,7 @@ class JobManager:
             self.stats["uploads_rejected"] += 1
             raise InputError("a .mhd header needs its separate pixel file; upload a single-file .mha instead",
                              name)
-        if suffix not in VIDEO_SUFFIXES + DICOM_SUFFIXES + MHA_SUFFIXES:
+        if suffix not in VIDEO_SUFFIXES + DICOM_SUFFIXES + MHA_SUFFIXES + ZIP_SUFFIXES:
             self.stats["uploads_rejected"] += 1
             raise InputError(f"unsupported file type '{suffix}'; expected {ACCEPTED}", name)
         self._make_room()
@@ -304,6 +306,8 @@ class JobManager:
             if size > self.config.max_upload_bytes:
                 raise InputError(f"the file is {size / 2**20:.1f} MB; the limit is "
                                  f"{self.config.max_upload_mb:g} MB", name)
+            if suffix == ".zip":
+                job.input_path = self._unzip_frames(dest, d / "frames", name)
             job.info = self._probe(job)
             job.info["bytes"] = size
         except NeedletrackError as e:
@@ -318,7 +322,53 @@ class JobManager:
         self._add(job)
         return job
 
-    def create_sample(self, frames: int | None = None, seed: int = 7, size: int | None = None) -> Job:
+    def _unzip_frames(self, zpath: Path, folder: Path, name: str) -> Path:
+        """Extract the frame images of a zip into one flat folder (zip-slip and zip-bomb safe); the frames are
+        then read like an image folder (natural sort of the file names)."""
+        from needletrack.io.folder import IMAGE_EXTS
+
+        budget = 4 * self.config.max_upload_bytes          # uncompressed bytes allowed
+        try:
+            z = zipfile.ZipFile(zpath)
+        except zipfile.BadZipFile:
+            raise InputError("not a readable zip file", name) from None
+        with z:
+            members = []
+            for info in z.infolist():
+                base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+                if info.is_dir() or not base or base.startswith(".") or "__MACOSX" in info.filename:
+                    continue
+                if Path(base).suffix.lower() in IMAGE_EXTS:
+                    members.append((base, info))
+            if not members:
+                raise InputError(f"the zip holds no frame images ({', '.join(IMAGE_EXTS)})", name)
+            if len(members) > max(self.config.max_frames, 1) * 4:
+                raise InputError(f"the zip holds {len(members)} images; the limit is "
+                                 f"{self.config.max_frames * 4}", name)
+            seen: set[str] = set()
+            total = 0
+            folder.mkdir()
+            for base, info in members:
+                if base in seen:
+                    raise InputError(f"two images are named {base} (in different folders of the zip)", name)
+                seen.add(base)
+                total += info.file_size
+                if total > budget:
+                    raise InputError(f"the zip unpacks to more than {budget / 2**20:.0f} MB", name)
+                with z.open(info) as src, open(folder / base, "wb") as dst:
+                    left = budget - (total - info.file_size)
+                    while True:                       # never trust the declared size alone
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                        if left < 0:
+                            raise InputError(f"the zip unpacks to more than {budget / 2**20:.0f} MB", name)
+                        dst.write(chunk)
+        zpath.unlink()
+        return folder
+
+    def create_sample(self, frames: int | None = None, seed: int = 1, size: int | None = None) -> Job:
         """A job on a simulated needle insertion (needletrack.sim), with ground truth to score against."""
         from needletrack.data.folder import SequenceWriter, read_sequence
         from needletrack.sim import simulate_sequence
@@ -339,11 +389,19 @@ class JobManager:
         self._make_room()
         jid, d = self._new_job_dir()
         try:
-            it = simulate_sequence(n, int(size), self.config.sample_preset, int(seed))
+            # the prompt needs a needle on the first frame: a seed whose insertion starts off-screen gives way
+            # to the next one (the seed used is reported)
+            for seed in range(int(seed), int(seed) + 20):
+                it = simulate_sequence(n, int(size), self.config.sample_preset, seed)
+                gen = iter(it)
+                first = next(gen)
+                if first[2].get("visible") and int(np.count_nonzero(first[1])) >= 20:
+                    break
             meta = dict(getattr(it, "meta", {}) or {})
             meta["source"] = f"needletrack.sim preset={self.config.sample_preset} seed={seed}"
             w = SequenceWriter(d, "sample", meta)
-            for frame, mask, needle in it:
+            w.add(*first)
+            for frame, mask, needle in gen:
                 w.add(frame, mask, needle)
             w.close()
             seq = read_sequence(d / "sample")
@@ -352,7 +410,7 @@ class JobManager:
             raise
         job = Job(id=jid, kind="sample", name=f"simulated sample (seed {seed})", dir=d, input_path=d / "sample")
         job.gt = seq.mask
-        needle0 = (seq.needle or [{}])[0] if seq.needle else {}
+        needle0 = seq.needle[0] if seq.needle else {}
         if needle0.get("visible") and needle0.get("tip") and needle0.get("tail"):
             job.suggested_line = [round(float(v), 1) for v in (*needle0["tail"], *needle0["tip"])]
         job.info = self._probe(job)
@@ -670,7 +728,8 @@ class SampleRequest(BaseModel):
     """The built-in simulated sample."""
 
     frames: int | None = Field(None, ge=2, le=300, description="number of frames (default 40)")
-    seed: int = Field(7, ge=0, le=2**31 - 1, description="simulation seed")
+    seed: int = Field(1, ge=0, le=2**31 - 1, description="simulation seed (the next seeds are tried until the "
+                                                         "first frame shows the needle)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -744,6 +803,10 @@ def create_app(tracker=None, *, tracker_factory: Callable[[], Any] | None = None
     def index():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
+    @app.get("/api", include_in_schema=False)
+    def api_page():
+        return FileResponse(STATIC_DIR / "api.html", media_type="text/html")
+
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():
         return RedirectResponse("/static/favicon.svg")
@@ -759,7 +822,7 @@ def create_app(tracker=None, *, tracker_factory: Callable[[], Any] | None = None
             "limits": {"max_upload_mb": cfg.max_upload_mb, "max_jobs": cfg.max_jobs, "max_frames": cfg.max_frames,
                        "max_side_px": cfg.max_side_px, "job_ttl_s": cfg.job_ttl_s},
             "accepted": ACCEPTED,
-            "accepted_suffixes": sorted(s for s in VIDEO_SUFFIXES + DICOM_SUFFIXES + MHA_SUFFIXES if s),
+            "accepted_suffixes": sorted(s for s in VIDEO_SUFFIXES + DICOM_SUFFIXES + MHA_SUFFIXES + ZIP_SUFFIXES if s),
             "jobs": len(manager.list()), "stats": dict(manager.stats),
         }
 

@@ -206,7 +206,6 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
             f = rng.uniform(0.15, 0.5) if post == "shadow" else rng.uniform(1.4, 2.5)
             echo *= 1 + (f - 1) * below
             lines *= 1 + (f - 1) * below
-    echo = cv2.GaussianBlur(echo, (0, 0), 0.7)
     k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
     echo += (1 - k) * lines
     spec = k * lines

@@ -87,7 +87,7 @@ class Probe:
         return dx / r, dy / r
 
 
-def make_probe(rng: np.random.Generator, cfg, H: int, W: int, margin_mm: float = 4.0) -> Probe:
+def make_probe(rng: np.random.Generator, cfg, H: int, W: int, margin_mm: float = 3.0) -> Probe:
     depth_mm = _u(rng, cfg.depth_mm)
     bordered = rng.random() < cfg.border_prob
     scale = _u(rng, cfg.content_scale) if bordered else 1.0
@@ -107,6 +107,7 @@ def make_probe(rng: np.random.Generator, cfg, H: int, W: int, margin_mm: float =
         m = int(math.ceil(margin_mm / sp))
         return Probe("linear", H, W, sp, depth_mm, content, (x0, y0, x0 + wc, y0 + hc), (hc + 2 * m, wc + 2 * m),
                      m, x0=float(x0), y0=float(y0))
+    depth_mm = _u(rng, cfg.convex_depth_mm)
     R_mm = _u(rng, cfg.convex_radius_mm)
     beta = math.radians(_u(rng, cfg.convex_half_angle_deg))
     # fan bounding box in mm: width 2(R+D) sin b, height (R+D) - R cos b
@@ -176,40 +177,79 @@ def _gauss_kernel(sigma: float) -> np.ndarray:
 
 
 def scatter_fields(rng, amp: np.ndarray | None, shape, psf: PSF, margin: int, n: int = 3) -> list[np.ndarray]:
-    """``n`` independent IQ fields (Hc x Wc x 2 float32): complex Gaussian scatterers times ``amp``
+    """``n`` independent IQ fields (Hc x Wc x 2 float32 each): complex random scatterers times ``amp``
     (sqrt of echogenicity; None = 1), convolved with the depth-dependent PSF. Unit mean intensity
-    where ``amp`` is 1."""
+    where ``amp`` is 1.
+
+    Scatterer amplitudes are uniform (zero mean, variance 1/2 per quadrature): after the PSF sums
+    many of them the field is circular Gaussian (central limit), i.e. Rayleigh envelope, at a
+    fraction of the cost of normal draws. The lateral width follows depth (Gaussian beam around the
+    focus) by blending two filtered copies row by row.
+    """
     Hc, Wc = shape
     ky = _gauss_kernel(psf.sigma_ax_px)
-    one = np.ones(1, np.float32)
     z = (np.arange(Hc, dtype=np.float32) - margin)
     sig_z = psf.sigma_lat_focus_px * np.sqrt(1 + ((z - psf.focus_px) / psf.rayleigh_px) ** 2)
     lo, hi = float(sig_z.min()), float(sig_z.max())
-    sigmas = [lo, (lo + hi) / 2, hi] if hi > lo * 1.15 else [lo]
-    # per-row blend weights between the precomputed lateral widths (piecewise linear in sigma)
-    if len(sigmas) == 3:
-        t = (sig_z - lo) / (hi - lo) * 2.0
-        w0 = np.clip(1 - t, 0, 1)
-        w2 = np.clip(t - 1, 0, 1)
-        w1 = 1 - w0 - w2
-        weights = [w.astype(np.float32)[:, None, None] for w in (w0, w1, w2)]
+    a = math.sqrt(1.5)
+    w = rng.random((Hc, Wc, 2 * n), dtype=np.float32)
+    w *= np.float32(2 * a)
+    w -= np.float32(a)
+    if amp is not None:
+        w *= amp[:, :, None]
+    if hi <= lo * 1.1:
+        f = cv2.sepFilter2D(w, -1, _gauss_kernel((lo + hi) / 2), ky, borderType=cv2.BORDER_REFLECT)
+    else:
+        # blend weights so that the blended width follows sig_z (second moments add linearly)
+        t = np.clip((sig_z ** 2 - lo ** 2) / (hi ** 2 - lo ** 2), 0, 1).astype(np.float32)
+        f = cv2.sepFilter2D(w, -1, _gauss_kernel(lo), ky, borderType=cv2.BORDER_REFLECT)
+        g = cv2.sepFilter2D(w, -1, _gauss_kernel(hi), ky, borderType=cv2.BORDER_REFLECT)
+        # linear weights: the two copies are strongly correlated (same scatterers), so the power
+        # stays within ~0.3 dB of one
+        f *= (1 - t)[:, None, None]
+        g *= t[:, None, None]
+        f += g
+    return [f[..., 2 * i:2 * i + 2] for i in range(n)]
+
+
+def iq_planes(fields: list[np.ndarray]) -> list[np.ndarray]:
+    """Contiguous 2D planes (re0, im0, re1, im1, ...) of fields from :func:`scatter_fields`."""
+    base = fields[0].base if fields[0].base is not None else fields[0]
+    if base.ndim == 3 and base.shape[2] == 2 * len(fields):
+        return list(cv2.split(np.ascontiguousarray(base)))
     out = []
-    for _ in range(n):
-        w = rng.standard_normal((Hc, Wc, 2), dtype=np.float32)
-        w *= np.float32(math.sqrt(0.5))
-        if amp is not None:
-            w *= amp[:, :, None]
-        w = cv2.sepFilter2D(w, -1, one, ky, borderType=cv2.BORDER_REFLECT)
-        if len(sigmas) == 1:
-            f = cv2.sepFilter2D(w, -1, _gauss_kernel(sigmas[0]), one, borderType=cv2.BORDER_REFLECT)
-        else:
-            f = None
-            for s, wt in zip(sigmas, weights):
-                g = cv2.sepFilter2D(w, -1, _gauss_kernel(s), one, borderType=cv2.BORDER_REFLECT)
-                g *= wt
-                f = g if f is None else cv2.add(f, g)
-        out.append(f)
+    for f in fields:
+        out += list(cv2.split(np.ascontiguousarray(f)))
     return out
+
+
+_UNIT_NOISE: dict = {}
+
+
+def unit_noise(H: int, W: int) -> np.ndarray:
+    """A band-limited unit-mean noise power field (exponential statistics), shared by all sequences of
+    one frame size (fixed seed: it does not depend on, or disturb, any sequence's random stream).
+    Each frame crops it at a random offset, so consecutive frames see independent noise."""
+    key = (H, W)
+    if key not in _UNIT_NOISE:
+        rng = np.random.default_rng(20240611)
+        f = scatter_fields(rng, None, (H, W), PSF(1.0, 1.6, 0.0, 1e9, 10.0), 0, n=1)[0]
+        p = f[..., 0] ** 2 + f[..., 1] ** 2
+        p /= float(p.mean())
+        _UNIT_NOISE[key] = p.astype(np.float32)
+    return _UNIT_NOISE[key]
+
+
+_NEEDLE_TEX: dict = {}
+
+
+def unit_speckle(h: int, w: int) -> np.ndarray:
+    """A shared complex unit speckle field (h x w x 2), fixed seed, for needle surface texture."""
+    key = (h, w)
+    if key not in _NEEDLE_TEX:
+        rng = np.random.default_rng(99173)
+        _NEEDLE_TEX[key] = np.ascontiguousarray(scatter_fields(rng, None, (h, w), PSF(1.0, 2.0, 0.0, 1e9, 10.0), 0, n=1)[0])
+    return _NEEDLE_TEX[key]
 
 
 def rayleigh_field(rng, shape, sigma_ax=1.0, sigma_lat=2.0) -> np.ndarray:
@@ -219,21 +259,31 @@ def rayleigh_field(rng, shape, sigma_ax=1.0, sigma_lat=2.0) -> np.ndarray:
     return np.sqrt(f[..., 0] ** 2 + f[..., 1] ** 2)
 
 
-def depth_gain(rng, cfg, probe: Probe, psf: PSF) -> np.ndarray:
-    """Per-pixel intensity gain over depth: tissue attenuation (two way) partly given back by TGC,
-    plus a slider-shaped residual. Returns (attenuation, tgc) maps, H x W float32."""
+def depth_gain(rng, cfg, probe: Probe, psf: PSF):
+    """Per-pixel intensity gain over depth: tissue attenuation (two way) partly given back by TGC
+    (at most 50 dB), plus a slider-shaped residual. Returns (attenuation, tgc) maps, H x W float32."""
     alpha = psf.atten_db_cm_mhz
     comp = _u(rng, cfg.tgc_compensation)
     ripple = _u(rng, cfg.tgc_ripple_db)
-    yy, xx = np.mgrid[0:probe.H, 0:probe.W].astype(np.float32)
-    d_mm = np.clip(probe.depth_px(xx, yy), 0, None) * probe.sp
-    atten_db = -alpha * psf.freq_mhz * 2 * d_mm / 10.0           # dB (intensity), d in cm
-    # TGC: 8 slider knots over depth
     knots = rng.uniform(-1, 1, 8) * ripple
     kd = np.linspace(0, probe.depth_mm, 8)
-    tgc_db = np.minimum(-comp * atten_db, 50.0) + np.interp(d_mm, kd, knots)
-    att = np.power(10.0, atten_db / 10.0).astype(np.float32)
-    tgc = np.power(10.0, tgc_db / 10.0).astype(np.float32)
+    # tabulate over depth, then look up per pixel
+    dmax = probe.depth_mm * 1.5 + 1
+    d_tab = np.linspace(0, dmax, 1024)
+    atten_db = -alpha * psf.freq_mhz * 2 * d_tab / 10.0
+    tgc_db = np.minimum(-comp * atten_db, 50.0) + np.interp(d_tab, kd, knots)
+    att_tab = np.power(10.0, atten_db / 10.0)
+    tgc_tab = np.power(10.0, tgc_db / 10.0)
+    H, W = probe.H, probe.W
+    if probe.kind == "linear":
+        d_mm = np.clip((np.arange(H) - probe.y0) * probe.sp, 0, None)
+        att = np.interp(d_mm, d_tab, att_tab).astype(np.float32)[:, None]
+        tgc = np.interp(d_mm, d_tab, tgc_tab).astype(np.float32)[:, None]
+        return np.repeat(att, W, axis=1), np.repeat(tgc, W, axis=1)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    d_mm = np.clip(probe.depth_px(xx, yy), 0, None) * probe.sp
+    att = np.interp(d_mm.ravel(), d_tab, att_tab).reshape(H, W).astype(np.float32)
+    tgc = np.interp(d_mm.ravel(), d_tab, tgc_tab).reshape(H, W).astype(np.float32)
     return att, tgc
 
 

@@ -24,8 +24,9 @@ class SimConfig:
     depth_mm: Range = (25.0, 55.0)         # imaging depth shown on screen
     content_scale: Range = (0.72, 1.0)     # fraction of the frame height filled by the image sector
     border_prob: float = 0.6               # black borders / off-centre image area (scanner screen grab)
-    convex_prob: float = 0.2               # curvilinear (fan) probe instead of linear
-    convex_radius_mm: Range = (25.0, 60.0)  # radius of curvature of a convex probe
+    convex_prob: float = 0.12              # curvilinear (fan) probe instead of linear
+    convex_radius_mm: Range = (20.0, 50.0)  # radius of curvature of a convex probe
+    convex_depth_mm: Range = (45.0, 90.0)  # convex probes image deeper
     convex_half_angle_deg: Range = (22.0, 35.0)
     overlay_prob: float = 0.6              # burned-in text, depth ruler, focus marker
     freq_mhz: Range = (7.0, 15.0)          # centre frequency of the linear probe
@@ -57,7 +58,7 @@ class SimConfig:
     bend_deg: Range = (0.0, 3.0)           # total bend of the shaft (prob. bend_prob)
     bend_prob: float = 0.3
     needle_gain_db: Range = (-4.0, 4.0)    # brightness beyond the calibrated angle curve
-    contrast_scale: Range = (0.45, 0.8)    # phantom CNR -> tissue: dB per CNR unit = 5.57 dB x this
+    contrast_scale: Range = (0.4, 0.75)    # phantom CNR -> tissue: dB per CNR unit = 5.57 dB x this
     reverb_decay: Range = (0.15, 0.45)     # comet tail: amplitude ratio of successive repeats
     reverb_count: Range = (1, 4)
     shadow: Range = (0.1, 0.45)            # faint acoustic shadow under the shaft
@@ -111,20 +112,20 @@ def preset(name: str = "clinical") -> SimConfig:
             depth_mm=(25.0, 40.0), border_prob=0.3, convex_prob=0.0, overlay_prob=0.3,
             dynamic_range_db=(55.0, 65.0), gain_db=(-3.0, 4.0), noise_floor_db=(-70.0, -60.0),
             ligaments=(2, 5), distractor_lines=(0, 0),
-            angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(0.0, 6.0), contrast_scale=(0.7, 1.0),
+            angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(0.0, 6.0), contrast_scale=(0.6, 0.9),
             dropout=(0.0, 0.15), tilt_deg=(0.0, 0.4), slab_mm=(0.6, 1.0),
             tremor_mm=(0.02, 0.08), probe_drift_mm=(0.1, 1.0), probe_rot_deg=(0.0, 1.0),
             withdraw_prob=0.05, out_of_plane_prob=0.05, first_visible_prob=1.0,
         )
     if name == "hard":
         return SimConfig(
-            depth_mm=(35.0, 70.0), border_prob=0.8, convex_prob=0.35, overlay_prob=0.85,
+            depth_mm=(35.0, 70.0), border_prob=0.8, convex_prob=0.25, overlay_prob=0.85,
             freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.3, 2.4),
             atten_db_cm_mhz=(0.5, 1.0), tgc_compensation=(0.4, 0.9), tgc_ripple_db=(2.0, 8.0),
             dynamic_range_db=(45.0, 70.0), gain_db=(-10.0, 8.0), noise_floor_db=(-45.0, -32.0),
             ligaments=(6, 14), distractor_lines=(1, 4),
             angle_deg=(20.0, 60.0), shallow_bias=1.0, bend_prob=0.5, bend_deg=(0.5, 4.0),
-            needle_gain_db=(-10.0, -2.0), contrast_scale=(0.3, 0.55), shadow=(0.05, 0.3), dropout=(0.3, 0.8),
+            needle_gain_db=(-6.0, 0.0), contrast_scale=(0.35, 0.6), shadow=(0.05, 0.3), dropout=(0.3, 0.8),
             slab_mm=(0.3, 0.6), tilt_deg=(0.5, 3.0),
             tremor_mm=(0.05, 0.25), tremor_deg=(0.2, 0.8), probe_drift_mm=(1.0, 4.0), probe_rot_deg=(1.0, 4.0),
             drag_mm=(0.5, 2.5), withdraw_prob=0.3, out_of_plane_prob=0.5, first_visible_prob=0.85,

@@ -120,9 +120,9 @@ class SequenceSimulator:
             k = bmode._gauss_kernel(max(psf.sigma_lat_focus_px * 0.7, 0.7))
             spec = cv2.sepFilter2D(anat.spec, -1, k / k.sum(), bmode._gauss_kernel(psf.sigma_ax_px * 0.7) /
                                    bmode._gauss_kernel(psf.sigma_ax_px * 0.7).sum())
-            self.stack1 = np.ascontiguousarray(np.concatenate([fields[0], fields[1]], axis=2))
-            self.stack2 = np.ascontiguousarray(np.concatenate([fields[2], spec[..., None], np.zeros_like(spec)[..., None]],
-                                                              axis=2))
+            # planar IQ planes (Ar, Ai, Br, Bi, Cr, Ci), mixed on the canvas each frame, plus the specular map
+            self.planes = bmode.iq_planes(fields)
+            self.static = [spec, spec]
             self.ref_power = anat.ref
             tcx, tcy = anat.target
             att, tgc = bmode.depth_gain(rng, cfg, probe, psf)
@@ -141,8 +141,8 @@ class SequenceSimulator:
             sm = max(psf.sigma_lat_focus_px * 1.5, 2.0)
             log_ls = np.log(cv2.GaussianBlur(lin, (0, 0), sm) + 1e-6)
             fields = bmode.scatter_fields(rng, None, (Hc, Wc), psf, m, n=3)
-            self.stack1 = np.ascontiguousarray(np.concatenate([log_lr[..., None], log_ls[..., None], fields[0]], axis=2))
-            self.stack2 = np.ascontiguousarray(np.concatenate([fields[1], fields[2]], axis=2))
+            self.planes = bmode.iq_planes(fields)
+            self.static = [log_lr, log_ls]
             self.ref_power = float(np.median(lin[m:Hc - m, m:Wc - m]))
             self.gain = self.tgc = None
             self.noise_power = 0.0
@@ -155,13 +155,8 @@ class SequenceSimulator:
         pad = 32
         self.noise_pad = pad
         if self.tgc is not None:
-            nz = rng.standard_normal((H + pad, W + pad, 2), dtype=np.float32)
-            nz = cv2.sepFilter2D(nz, -1, bmode._gauss_kernel(psf.sigma_lat_focus_px * 0.8),
-                                 bmode._gauss_kernel(psf.sigma_ax_px))
-            noise = nz[..., 0] ** 2 + nz[..., 1] ** 2
-            noise *= np.float32(self.noise_power / float(noise.mean()))
-            noise *= cv2.copyMakeBorder(self.tgc, 0, pad, 0, pad, cv2.BORDER_REPLICATE)
-            self.noise = noise
+            self.noise_scale = (self.tgc * np.float32(self.noise_power)).astype(np.float32)
+            self.noise = bmode.unit_noise(H + pad, W + pad)
         self.content_u8 = probe.content.astype(np.uint8) * 255
         self.outside_any = not bool(probe.content.all())
         self.overlay = make_overlay(rng, probe, psf.focus_px) if rng.random() < cfg.overlay_prob else None
@@ -169,6 +164,9 @@ class SequenceSimulator:
         self.gauge = int(rng.integers(int(cfg.gauge[0]), int(cfg.gauge[1]) + 1))
         self.od_mm = gauge_width_mm(self.gauge)
         self.width_px = self.od_mm / probe.sp
+        # the mask is drawn at the physical width, but never thinner than 1.5 px (so that it stays a
+        # connected line that contains its tip pixel at small frame sizes)
+        self.mask_width_px = max(self.width_px, 1.5)
         lo, hi = cfg.angle_deg
         theta = lo + (hi - lo) * float(rng.beta(1.0, max(cfg.shallow_bias, 1e-3)))
         self.theta0 = theta
@@ -201,12 +199,12 @@ class SequenceSimulator:
             self.bend = math.radians(_u(rng, cfg.bend_deg)) * rng.choice([-1.0, 1.0]) / max(s_target_px, 1.0)
         self.slab = _u(rng, cfg.slab_mm)
         self.tilt = math.tan(math.radians(_u(rng, cfg.tilt_deg))) * rng.choice([-1.0, 1.0])
-        self.s_ref = rng.uniform(0.5, 1.0) * s_target_px
         self.needle_gain_db = _u(rng, cfg.needle_gain_db)
         self.contrast_scale = _u(rng, cfg.contrast_scale)
         self.reverb_decay = _u(rng, cfg.reverb_decay)
         self.reverb_count = int(round(_u(rng, cfg.reverb_count)))
-        self.back_wall = rng.uniform(0.05, 0.4)
+        self.back_wall = rng.uniform(0.1, 0.5)
+        self.fill = rng.uniform(0.03, 0.3)
         self.shadow = _u(rng, cfg.shadow)
         self.steer = _u(rng, cfg.steer_deg)
         self.bevel_px = self.od_mm * rng.uniform(2.0, 3.5) / sp
@@ -218,8 +216,10 @@ class SequenceSimulator:
         self.texture = np.exp(0.5 * smooth_noise(rng, L, 1.0, max(0.7 / sp, 2.0), 1.0))
         # grainy echo texture fixed on the needle (Rician: specular part plus a speckle part)
         tex_u = int(self.width_px * 6 + 64)
-        zf = bmode.scatter_fields(rng, None, (tex_u, L), bmode.PSF(psf.sigma_ax_px, psf.sigma_lat_focus_px, 0, 1e9,
-                                                                    psf.freq_mhz), 0, n=1)[0]
+        zf = bmode.unit_speckle(512, 1024)
+        r0 = int(rng.integers(0, max(512 - tex_u, 1)))
+        c0 = int(rng.integers(0, 1024 - min(L, 1024) + 1))
+        zf = zf[r0:r0 + tex_u, c0:c0 + L]
         mr = rng.uniform(0.35, 0.8)
         ntex = (1 + mr * zf[..., 0]) ** 2 + (mr * zf[..., 1]) ** 2
         self.needle_tex = (ntex / (1 + mr * mr)).astype(np.float32)
@@ -232,6 +232,12 @@ class SequenceSimulator:
             s0 = rng.uniform(min_in, max(min_in + 0.1, 0.75 * s_target_px * sp))
         else:
             s0 = -rng.uniform(1.0, 8.0)
+        # where the shaft crosses the imaging plane (with out-of-plane tilt, only a stretch around it is
+        # visible): the operator keeps the plane on the tip, so near the tip's starting point
+        if first:
+            self.s_ref = (s0 / sp) * rng.uniform(0.6, 1.0)
+        else:
+            self.s_ref = rng.uniform(0.5, 1.0) * s_target_px
         self.motion = make_motion(rng, cfg, n_src, fps, s_target_px * sp, s0, self.slab)
         if first:  # the first frame shows the needle: start inside the slab
             self.motion.elevation -= self.motion.elevation[0] * (abs(self.motion.elevation[0]) > 0.5 * self.slab)
@@ -252,7 +258,7 @@ class SequenceSimulator:
             "entry_side": self.entry_side,
             "dynamic_range_db": round(self.dr, 2),
             "centre_frequency_mhz": round(psf.freq_mhz, 2),
-            "seed": seed if isinstance(seed, int) else None,
+            "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
         }
 
     # ------------------------------------------------------------------------------------------------
@@ -357,7 +363,7 @@ class SequenceSimulator:
             nseg = 1 if self.bend == 0.0 else min(6, max(1, (b0 - a0) // 20))
             knots = np.unique(np.linspace(a0, b0 - 1, nseg + 1).round().astype(int))
             for i0, i1 in zip(knots[:-1], knots[1:]):
-                mask |= line_mask((H, W), Pd[i0], Pd[i1], self.width_px)
+                mask |= line_mask((H, W), Pd[i0], Pd[i1], self.mask_width_px)
             mask &= probe.content
             if mask.any():
                 tail, tip = Pd[a0], Pd[b0 - 1]
@@ -377,21 +383,32 @@ class SequenceSimulator:
             ya, yb = max(int(pts[:, 1].min()) - pad, 0), min(int(pts[:, 1].max()) + pad + 1, H)
             if xa < xb and ya < yb:
                 roi = (ya, yb, xa, xb)
+        # speckle decorrelation: mix the three IQ fields on the canvas, then resample once (4 channels)
+        u0, u1, u2 = (np.float32(v) for v in self.decor[j])
+        P = self.planes
+        zr = u0 * P[0]
+        zr += u1 * P[2]
+        zr += u2 * P[4]
+        zi = u0 * P[1]
+        zi += u1 * P[3]
+        zi += u2 * P[5]
+        if self.real:
+            src = cv2.merge([self.static[0], self.static[1], zr, zi])
+        else:
+            src = cv2.merge([zr, zi, self.static[0], self.static[1]])
         X, Y = _grid(H, W)
         if probe.kind == "linear":
             offx, offy = probe.x0 - probe.margin, probe.y0 - probe.margin
             M = np.array([[ca, -sa, ox - offx], [sa, ca, oy - offy]], np.float32)
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-            f1 = cv2.warpAffine(self.stack1, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
-            f2 = cv2.warpAffine(self.stack2, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
+            f = cv2.warpAffine(src, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
             if roi is not None:
                 ya, yb, xa, xb = roi
                 wx = ca * X[ya:yb, xa:xb] - sa * Y[ya:yb, xa:xb] + np.float32(ox)
                 wy = sa * X[ya:yb, xa:xb] + ca * Y[ya:yb, xa:xb] + np.float32(oy)
                 self._drag(wx, wy, E, d, nrm, s_tip, drag_px)
                 mx, my = probe.to_canvas(wx, wy)
-                f1[ya:yb, xa:xb] = cv2.remap(self.stack1, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-                f2[ya:yb, xa:xb] = cv2.remap(self.stack2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                f[ya:yb, xa:xb] = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         else:
             wx = ca * X - sa * Y + np.float32(ox)
             wy = sa * X + ca * Y + np.float32(oy)
@@ -399,24 +416,22 @@ class SequenceSimulator:
                 ya, yb, xa, xb = roi
                 self._drag(wx[ya:yb, xa:xb], wy[ya:yb, xa:xb], E, d, nrm, s_tip, drag_px)
             mx, my = probe.to_canvas(wx, wy)
-            f1 = cv2.remap(self.stack1, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            f2 = cv2.remap(self.stack2, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        u0, u1, u2 = (np.float32(v) for v in self.decor[j])
+            f = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        ch = cv2.split(f)
         if not self.real:
-            zr = u0 * f1[..., 0] + u1 * f1[..., 2] + u2 * f2[..., 0]
-            zi = u0 * f1[..., 1] + u1 * f1[..., 3] + u2 * f2[..., 1]
-            tissue = zr * zr
-            tissue += zi * zi
-            tissue += f2[..., 2]
+            tissue = ch[0] * ch[0]
+            tissue += ch[1] * ch[1]
+            tissue += ch[2]
         else:
-            zr = u0 * f1[..., 2] + u1 * f2[..., 0] + u2 * f2[..., 2]
-            zi = u0 * f1[..., 3] + u1 * f2[..., 1] + u2 * f2[..., 3]
-            z2 = zr * zr + zi * zi
+            z2 = ch[2] * ch[2]
+            z2 += ch[3] * ch[3]
             np.maximum(z2, np.float32(1e-8), out=z2)
             cv2.log(z2, z2)
             al = np.float32(self.alpha)
-            tissue = (1 - al) * f1[..., 0] + al * (f1[..., 1] + np.float32(0.5772))
+            tissue = (1 - al) * ch[0]
+            tissue += al * ch[1]
             tissue += al * z2
+            tissue += al * np.float32(0.5772)
             cv2.exp(tissue, tissue)
         if rendered is not None:
             (ya, yb, xa, xb), pw = rendered[0]
@@ -427,7 +442,7 @@ class SequenceSimulator:
             tissue *= self.gain
             fr = self.frame_rng
             noy, nox = int(fr.integers(self.noise_pad)), int(fr.integers(self.noise_pad))
-            tissue += self.noise[noy:noy + H, nox:nox + W]
+            tissue += self.noise[noy:noy + H, nox:nox + W] * self.noise_scale
         frame = self._compress(tissue)
         if self.outside_any:
             cv2.bitwise_and(frame, self.content_u8, dst=frame)
@@ -450,7 +465,7 @@ class SequenceSimulator:
             "tail": [float(tail[0]), float(tail[1])] if visible else None,
             "angle_deg": angle if visible else None,
             "entry_side": self.entry_side,
-            "width_px": float(self.width_px),
+            "width_px": float(self.mask_width_px),
             "incidence_deg": inc if visible else None,
             "tip_true": [float(tip_true[0]), float(tip_true[1])],
             "source_frame": int(j),
@@ -532,7 +547,8 @@ class SequenceSimulator:
             uu = ug[:, None] - off[None, :]
         else:
             uu = ug[:, None]
-        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay * bdotn, count, self.back_wall * bdotn)
+        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay * bdotn, count, self.back_wall * bdotn,
+                             self.fill)
         strip = prof * pw_t[None, :]
         # texture: rows = u (clipped to the texture height), columns = distance from the tip
         th, tw_ = self.needle_tex.shape
@@ -540,9 +556,10 @@ class SequenceSimulator:
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
         strip *= self.needle_tex[rows[:, None], cols[None, :]]
         if tip_pow > 0:
-            sb = max(self.bevel_px / 2, 1.0)
+            sb = max(self.bevel_px / 3, 1.0)
             tb = np.exp(-0.5 * ((tg - (L - sb)) / sb) ** 2)
-            ub = np.exp(-0.5 * (((ug[:, None] - (off[None, :] if self.bend != 0.0 else 0.0)) / max(r * 0.6, sig_u)) ** 2))
+            uc = ug[:, None] - (off[None, :] if self.bend != 0.0 else 0.0) + 0.4 * r
+            ub = np.exp(-0.5 * (uc / max(r * 0.45, sig_u)) ** 2)
             strip += tip_pow * ub * tb[None, :]
         strip = strip.astype(np.float32)
         # strip (col, row) -> display: P0 + (tg0 + col) dc + (ug0 + row) nc

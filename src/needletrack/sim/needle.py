@@ -74,12 +74,15 @@ def longest_run(flags: np.ndarray):
 
 
 def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: float, count: int,
-                  back_wall: float) -> np.ndarray:
+                  back_wall: float, fill: float = 0.0) -> np.ndarray:
     """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe):
-    the front wall at ``-r``, then the back wall and comet-tail repeats every ``spacing`` px with
-    geometric decay."""
-    inv = -0.5 / max(sigma, 0.5) ** 2
+    the front wall at ``-r``, reverberation inside the shaft (``fill``, between the walls), then the
+    back wall and comet-tail repeats every ``spacing`` px with geometric decay."""
+    inv = -1.0 / max(sigma, 0.5) ** 2   # power profile of an amplitude PSF of width sigma
     out = np.exp(inv * (u + r) ** 2)
+    if fill > 0:
+        w = max(sigma, 0.5)
+        out = out + fill * np.clip((u + r) / w + 0.5, 0, 1) * np.clip((r - u) / w + 0.5, 0, 1)
     amp = back_wall
     for k in range(1, int(count) + 1):
         out += amp * np.exp(inv * (u + r - k * spacing) ** 2)

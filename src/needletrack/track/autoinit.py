@@ -51,8 +51,9 @@ class AutoInitConfig:
     n_orient: int = 24
     length_frac: float = 0.10
     ridge_sigma: float = 1.5
-    ridge_sigmas: tuple[float, ...] = (1.5, 3.0, 5.0)
-    min_bright_rank: float = 0.0
+    pyramid: tuple[int, ...] = (1, 2, 4)
+    min_bright_rank: float = 0.97
+    extend_to_border: bool = True
     z_thresh: float = 4.0
     min_length_frac: float = 0.12
     max_gap_frac: float = 0.04
@@ -112,11 +113,11 @@ def _runs(t_sorted: np.ndarray, max_gap: float) -> tuple[float, float]:
 
 
 def _sample(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    import cv2
+    """Bilinear samples of ``img`` at (xs, ys) (any count; borders reflect)."""
+    from scipy.ndimage import map_coordinates
 
-    mx = xs.astype(np.float32).reshape(1, -1)
-    my = ys.astype(np.float32).reshape(1, -1)
-    return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)[0]
+    coords = np.stack([np.ravel(ys), np.ravel(xs)]).astype(np.float64)
+    return map_coordinates(img, coords, order=1, mode="reflect").astype(np.float32)
 
 
 def _refine_ends(img, c, u, t0, t1, width, max_gap):
@@ -221,25 +222,32 @@ def _content_mask(img: np.ndarray) -> np.ndarray:
 
 
 def _multiscale_evidence(small: np.ndarray, content: np.ndarray, cfg: "AutoInitConfig"):
-    """Per pixel: the best robust z-score over scales and orientations, its orientation and its scale."""
+    """Per pixel: the best robust z-score over scales and orientations, its orientation and its scale.
+
+    Scales come from a pyramid: the same line filter (``ridge_sigma``) on the image shrunk by each factor in
+    ``pyramid`` (1, 2, 4: shafts about 3, 6 and 12 work pixels wide), responses brought back to full size."""
     import cv2
 
+    h, w = small.shape
     inner = cv2.erode(content.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-    ref = inner if inner.sum() > 64 else np.ones_like(inner)
     zbest = np.full(small.shape, -np.inf, np.float32)
     obest = np.zeros(small.shape, np.float32)
     sbest = np.zeros(small.shape, np.float32)
-    for sig in cfg.ridge_sigmas:
-        c = AutoInitConfig(**{**cfg.__dict__, "ridge_sigma": sig})
-        resp, orient = _ridge_response(small, c)
-        vals = resp[ref]
+    for k in cfg.pyramid:
+        hk, wk = max(16, round(h / k)), max(16, round(w / k))
+        img_k = small if k == 1 else cv2.resize(small, (wk, hk), interpolation=cv2.INTER_AREA)
+        resp, orient = _ridge_response(img_k, cfg)
+        if k != 1:
+            resp = cv2.resize(resp, (w, h), interpolation=cv2.INTER_LINEAR)
+            orient = cv2.resize(orient.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+        vals = resp[inner] if inner.sum() > 64 else resp.ravel()
         med = float(np.median(vals))
         mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
         z = (resp - med) / mad
         better = z > zbest
         zbest[better] = z[better]
         obest[better] = orient[better]
-        sbest[better] = sig
+        sbest[better] = cfg.ridge_sigma * k
     zbest[~inner] = 0.0
     return zbest, obest, sbest
 
@@ -305,6 +313,9 @@ def _candidates(small: np.ndarray, cfg: "AutoInitConfig") -> list[dict]:
         if length < 0.5 * min_len:
             continue
         cnr, width = _profile_stats(small, p0, p1, 2.0 * sig)
+        cnr2, width2 = _profile_stats(small, p0, p1, max(width, 1.5))   # again, the core at the measured width
+        if cnr2 > cnr:
+            cnr, width = cnr2, width2
         # how bright the shaft is among the imaged pixels (needles are among the brightest echoes)
         n_s = max(8, int(length))
         tt = np.linspace(0.0, 1.0, n_s)
@@ -344,8 +355,29 @@ def _work_image(frame, cfg: "AutoInitConfig"):
     return img, cv2.GaussianBlur(small, (0, 0), 0.7), f
 
 
+def _extend_to_content_border(small, p_tail, p_tip, step: float = 1.0):
+    """Walk from the tail end away from the tip while inside the imaged region: the shaft comes from outside."""
+    content = _content_mask(small)
+    h, w = small.shape
+    d = np.asarray(p_tail, np.float64) - np.asarray(p_tip, np.float64)
+    n = float(np.hypot(*d))
+    if n < 1e-6:
+        return np.asarray(p_tail, np.float64)
+    d /= n
+    p = np.asarray(p_tail, np.float64)
+    while True:
+        q = p + step * d
+        xi, yi = int(round(q[0])), int(round(q[1]))
+        if not (0 <= xi < w and 0 <= yi < h) or not content[yi, xi]:
+            return p
+        p = q
+
+
 def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | None:
-    """The most needle-like straight bright segment in ``frame``, or ``None`` if nothing passes the tests."""
+    """The most needle-like straight bright segment in ``frame``, or ``None`` if nothing passes the tests.
+
+    ``p1`` is the tip (the deeper end: in-plane needles go down from the probe), ``p0`` the other end of the
+    visible segment, or, with ``cfg.extend_to_border``, where the shaft's line leaves the imaged region."""
     cfg = cfg or AutoInitConfig()
     img, small, f = _work_image(frame, cfg)
     best = None
@@ -358,8 +390,10 @@ def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | N
     if best is None:
         return None
     c = best[1]
-    p0, p1 = c["p0"], c["p1"]
-    return NeedleLine(p0=(float(p0[0] / f), float(p0[1] / f)), p1=(float(p1[0] / f), float(p1[1] / f)),
+    tail, tip = (c["p0"], c["p1"]) if c["p1"][1] >= c["p0"][1] else (c["p1"], c["p0"])
+    if cfg.extend_to_border:
+        tail = _extend_to_content_border(small, tail, tip)
+    return NeedleLine(p0=(float(tail[0] / f), float(tail[1] / f)), p1=(float(tip[0] / f), float(tip[1] / f)),
                       width_px=float(max(2.0, c["width"] / f)), cnr=c["cnr"], coverage=c["coverage"],
                       angle_deg=c["angle"])
 

@@ -259,3 +259,26 @@ class OnnxEngine:
                 "graph_optimization": "ORT_ENABLE_ALL", "execution_mode": "sequential",
                 "input_size": list(self.input_hw), "memory_slots": self.memory_slots, "top_k": self.top_k_default,
                 "read": self.manifest.get("read"), "source_sha256": self.manifest.get("source_sha256")}
+
+
+def auto_engine(name_or_path, device: str = "cpu", input_size=None, log=None):
+    """What ``engine="auto"`` should build: this engine on the CPU when onnxruntime is installed and the graphs
+    are cached or can be exported now; ``None`` (use torch) on a GPU, without onnxruntime, for a model
+    object, or when the export itself fails (logged). A user error (missing/corrupt weights) still raises.
+    """
+    if device is not None and not str(device).startswith("cpu"):
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return None
+    try:
+        return OnnxEngine(name_or_path, input_size=input_size, log=log)
+    except NeedletrackError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an export problem must not stop tracking: fall back to torch
+        if log:
+            log(f"ONNX engine unavailable ({type(e).__name__}: {e}); using torch")
+        return None

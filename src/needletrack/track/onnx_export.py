@@ -396,7 +396,7 @@ def is_export_path(p) -> bool:
     if not isinstance(p, (str, os.PathLike)):
         return False
     p = Path(p)
-    return p.suffix.lower() == ".onnx" or p.name == MANIFEST or (p.is_dir() and (p / MANIFEST).exists())
+    return p.suffix.lower() == ".onnx" or p.name == MANIFEST or p.is_dir()
 
 
 def export_folder_of(p) -> Path:

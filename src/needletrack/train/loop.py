@@ -332,12 +332,10 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
             _set_rng_state(rngs[dist.rank])
         else:
             say(f"checkpoint was written by {len(rngs)} processes, now {dist.world_size}: RNG streams re-seeded")
-            torch.manual_seed(seed * 1000 + dist.rank + start)
+            _seed_all(seed, dist.rank, start)
         say(f"resumed from step {start} of {total}")
     else:
-        torch.manual_seed(seed * 1000 + dist.rank)  # per-rank stream for any randomness in the model
-        random.seed(seed * 1000 + dist.rank)
-        np.random.seed(seed * 1000 + dist.rank)
+        _seed_all(seed, dist.rank, 0)  # per-rank streams for any randomness in the model
 
     rollout = Rollout(model, detach_memory=bool(cfg["detach_memory"]))
     net = rollout
@@ -556,6 +554,13 @@ def weights_digest(model: nn.Module, buffers: bool = False) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _seed_all(seed: int, rank: int, step: int) -> None:
+    s = int(np.random.SeedSequence([seed, rank, step, 7]).generate_state(1, dtype=np.uint32)[0])
+    torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s)
 
 
 def _mean(xs):

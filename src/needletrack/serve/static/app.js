@@ -77,6 +77,29 @@ async function init() {
   $("cancel").addEventListener("click", cancelJob);
   setupCanvas();
   setupPlot();
+  restoreFromHash();
+}
+
+// a job's page survives a reload (and can be reopened from its address) while the server keeps the job
+async function restoreFromHash() {
+  const m = /job=([0-9a-f]{8,32})/.exec(location.hash);
+  if (!m) return;
+  let job;
+  try { job = await api(`/api/jobs/${m[1]}`); } catch (e) { setMsg($("load-msg"), e.message, "error"); return; }
+  const p = job.prompt;
+  if (p && p.mode) {
+    const r = document.querySelector(`input[name=mode][value=${p.mode}]`);
+    if (r) r.checked = true;
+    if (p.mode === "line") { state.p0 = { x: p.line[0], y: p.line[1] }; state.p1 = { x: p.line[2], y: p.line[3] }; }
+  }
+  jobLoaded(job, true);
+  if (job.status !== "ready") {
+    $("step-run").hidden = false;
+    $("cancel").hidden = !["queued", "running"].includes(job.status);
+    showProgress(job);
+    stopPolling();
+    state.polling = setInterval(poll, 500);
+  }
 }
 
 // ------------------------------------------------------------------------------------------------ step 1
@@ -133,8 +156,10 @@ async function useSample() {
   }
 }
 
-function jobLoaded(job) {
+function jobLoaded(job, keepPrompt) {
   state.job = job;
+  if (!keepPrompt) { state.p0 = state.p1 = state.pending = null; }
+  history.replaceState(null, "", "#job=" + job.id);
   const i = job.info;
   setMsg($("load-msg"), `loaded ${job.name}`, "ok");
   const dl = $("cine-info");
@@ -156,12 +181,10 @@ function jobLoaded(job) {
     state.img = img;
     const c = $("frame");
     c.width = img.naturalWidth; c.height = img.naturalHeight;
-    // show small frames bigger (CSS size), large ones fit the card
-    const scale = Math.max(1, Math.floor(480 / Math.max(img.naturalWidth, img.naturalHeight)));
-    c.style.width = (img.naturalWidth * scale) + "px";
     for (const id of ["x0", "x1"]) $(id).max = img.naturalWidth - 1;
     for (const id of ["y0", "y1"]) $(id).max = img.naturalHeight - 1;
     $("step-prompt").hidden = false;
+    fitCanvas();
     syncInputs(); modeChanged(); draw();
   };
   img.onerror = () => setMsg($("load-msg"), "could not show the first frame", "error");
@@ -169,6 +192,17 @@ function jobLoaded(job) {
 }
 
 // ------------------------------------------------------------------------------------------------ step 2
+// show the frame as large as the card allows (small frames scaled up, tall ones kept on screen)
+function fitCanvas() {
+  const c = $("frame"), wrap = c.parentElement;
+  if (!state.img) return;
+  const w = state.img.naturalWidth, h = state.img.naturalHeight;
+  const s = Math.min(wrap.clientWidth / w, 0.7 * window.innerHeight / h);
+  c.style.width = Math.floor(w * s) + "px";
+  c.style.height = Math.floor(h * s) + "px";
+}
+window.addEventListener("resize", fitCanvas);
+
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
 
 function modeChanged() {
@@ -270,7 +304,7 @@ async function startTracking() {
   $("table").tBodies[0].replaceChildren();
   $("step-results").hidden = true;
   $("step-run").hidden = false;
-  $("cancel").disabled = false;
+  $("cancel").hidden = false;
   setMsg($("run-msg"), "");
   showProgress(state.job);
   stopPolling();
@@ -282,7 +316,9 @@ function stopPolling() { if (state.polling) { clearInterval(state.polling); stat
 function showProgress(job) {
   const p = job.progress, bar = $("run-progress");
   bar.classList.toggle("indeterminate", job.status === "queued" || (job.status === "running" && !p.total));
-  bar.firstElementChild.style.width = p.fraction !== null ? (100 * p.fraction).toFixed(1) + "%" : "0%";
+  bar.classList.toggle("live", job.status === "running");
+  bar.firstElementChild.style.width = job.status === "done" ? "100%"
+    : p.fraction !== null ? (100 * p.fraction).toFixed(1) + "%" : "0%";
   const t = job.elapsed_s ? ` · ${job.elapsed_s.toFixed(1)} s` : "";
   const fpsNow = job.elapsed_s && p.done ? ` · ${(p.done / job.elapsed_s).toFixed(1)} frames/s` : "";
   $("run-text").textContent = job.status === "queued" ? "waiting for the tracker (another job is running) …"
@@ -303,7 +339,7 @@ async function poll() {
     drawPlot();
     if (!["queued", "running"].includes(j.status)) {
       stopPolling();
-      $("cancel").disabled = true;
+      $("cancel").hidden = true;
       updateTrackButton();
       if (j.status === "done") { setMsg($("run-msg"), "done", "ok"); showResults(j); }
       else if (j.status === "failed") setMsg($("run-msg"), j.error || "failed", "error");
