@@ -10,7 +10,6 @@ Contrast: needle CNR (``needletrack.sim.needle_cnr``) over the visible frames, m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -306,3 +306,26 @@ def test_uint16_stream_tracks_like_uint8(tiny):
     ra = a.step(frames[1])
     rb = b.step(frames[1].astype(np.uint16) * 257)
     np.testing.assert_allclose(ra.prob, rb.prob, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_engine_drops_in(tiny):
+    """The ONNX engine (fixed memory slots, valid mask) tracks exactly like the torch engine."""
+    pytest.importorskip("onnxruntime")
+    try:
+        from needletrack.track.onnx_engine import OnnxEngine  # noqa: F401
+    except ImportError:
+        pytest.skip("ONNX engine not available")
+    from needletrack.track import make_engine
+
+    eng = make_engine(tiny, engine="onnx")
+    frames, masks = clip(n=6, h=64, w=80)
+    a = Tracker(eng, mem_min_score=0.0, threshold=0.0, mem_every=2)
+    b = Tracker(tiny, mem_min_score=0.0, threshold=0.0, mem_every=2)
+    assert a.static_memory and a.memory.slots == eng.memory_slots
+    a.step(frames[0], mask=masks[0])
+    b.step(frames[0], mask=masks[0])
+    for f in frames[1:]:
+        ra, rb = a.step(f), b.step(f)
+        np.testing.assert_allclose(ra.prob, rb.prob, atol=1e-4)
+    assert a.memory.frames == b.memory.frames == [0, 2, 4]

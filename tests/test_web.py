@@ -201,6 +201,10 @@ def test_simulated_sample_scored_against_truth(tiny_tracker):
         assert np.array_equal(f0, sim0[0]) and sim0[2]["visible"]
         x0, y0, x1, y1 = job["suggested_line"]
         assert all(0 <= v <= 63 for v in (x0, y0, x1, y1)) and np.hypot(x1 - x0, y1 - y0) > 3
+        # the simulator's line is a valid prompt as it stands (clamped into the frame)
+        assert c.post(f"/api/jobs/{job['id']}/track", json={"mode": "line", "line": job["suggested_line"]}) \
+            .status_code == 202
+        assert wait_status(c, job["id"])["status"] == "done"
         assert c.post(f"/api/jobs/{job['id']}/track", json={"mode": "truth"}).status_code == 202
         done = wait_status(c, job["id"])
         assert done["status"] == "done", done
@@ -270,6 +274,14 @@ def test_zip_bomb_refused(tiny_tracker):
         r = upload(c, data, "bomb.zip")
         assert r.status_code == 400 and "unpacks to more than" in one_line(r.json()["detail"])
         assert list(c.app.state.manager.root.iterdir()) == []
+
+
+def test_sample_lines_are_inside_the_frame(tiny_tracker):
+    with make_client(tiny_tracker, sample_size=96, max_jobs=20) as c:
+        for seed in range(8):
+            job = c.post("/api/jobs/sample", json={"frames": 2, "seed": seed}).json()
+            x0, y0, x1, y1 = job["suggested_line"]
+            assert all(0 <= v <= 95 for v in (x0, y0, x1, y1)), (seed, job["suggested_line"])
 
 
 # ------------------------------------------------------------------------------------------------ bad input

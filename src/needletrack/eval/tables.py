@@ -142,62 +142,39 @@ def _dname(depths) -> str:
     return "d" + "-".join(str(d) for d in depths)
 
 
-def _cap(depths, cap):
-    return tuple(depths) if not cap else tuple(min(int(d), int(cap)) for d in depths)
-
-
-def _memory_cfg(scale_cfg: dict, arch: str, depths, window):
-    """A memory-model row's ModelConfig at this scale: the scale's base preset with the row's depths/window
-    (full scale: the paper presets)."""
+def row_config(scale_cfg: dict, preset: str):
+    """A row's ModelConfig at a scale: the paper row's preset name (``stnan_d3-3-16-3_w9``, ``stcn``, ``unet``,
+    ...) plus the scale's suffix (``_quick``: the models' CPU-scale version of that row; baselines may use
+    their own suffix), at the scale's input size."""
     from needletrack.models import get_config
+    from needletrack.models.baselines import BASELINE_ARCHS
 
-    m = scale_cfg["models"]
-    size = int(scale_cfg["input_size"])
-    base = m.get("memory_base")
-    tag = scale_cfg["scale"]
-    if base is None:  # paper presets
-        if arch == "stnan":
-            return get_config(f"stnan_{_dname(depths)}_w{window}").replace(input_size=size)
-        return get_config("stcn_ct").replace(input_size=size)
-    d = _cap(depths, m.get("depth_cap"))
-    name = (f"stnan_{_dname(d)}_w{window}_{tag}" if arch == "stnan" else f"stcn_ct_{_dname(d)}_{tag}")
-    cfg = get_config(base).replace(name=name, arch=arch, input_size=size, encoder_depths=d,
-                                   flow_window=window if arch == "stnan" else None,
-                                   description=f"{name}: {base} with encoder depths {d}"
-                                               + (f", flow window {window}" if arch == "stnan" else ", no flow"))
-    return cfg.validate()
-
-
-def _stcn_cfg(scale_cfg: dict):
-    from needletrack.models import get_config
-
-    return get_config(scale_cfg["models"].get("stcn", "stcn")).replace(input_size=int(scale_cfg["input_size"]))
-
-
-def _baseline_cfg(scale_cfg: dict, arch: str):
-    from needletrack.models import get_config
-
-    return get_config(arch + scale_cfg["models"].get("baseline_suffix", "")).replace(
-        input_size=int(scale_cfg["input_size"]))
+    m = scale_cfg.get("models") or {}
+    suffix = m.get("suffix", "") or ""
+    if preset in BASELINE_ARCHS:
+        suffix = m.get("baseline_suffix", suffix) or ""
+    return get_config(preset + suffix).replace(input_size=int(scale_cfg["input_size"])).validate()
 
 
 def table_rows(table: int, scale_cfg: dict) -> list[Row]:
     """The rows of ``table`` at a scale, with their cache keys."""
     from needletrack.models.baselines import BASELINE_ARCHS, DISPLAY_NAMES
 
+    chosen = f"stnan_{_dname(CHOSEN_DEPTHS)}_w{CHOSEN_WINDOW}"  # = the paper's STNAN (preset "stnan")
     if table == 1:
-        rows = [Row("(" + ",".join(map(str, d)) + ")", "model", _memory_cfg(scale_cfg, "stnan", d, CHOSEN_WINDOW))
-                for d in T1_DEPTHS]
+        rows = [Row("(" + ",".join(map(str, d)) + ")", "model",
+                    row_config(scale_cfg, f"stnan_{_dname(d)}_w{CHOSEN_WINDOW}")) for d in T1_DEPTHS]
     elif table == 2:
-        rows = [Row(f"{w}×{w}", "model", _memory_cfg(scale_cfg, "stnan", CHOSEN_DEPTHS, w)) for w in T2_WINDOWS]
+        rows = [Row(f"{w}×{w}", "model", row_config(scale_cfg, f"stnan_{_dname(CHOSEN_DEPTHS)}_w{w}"))
+                for w in T2_WINDOWS]
     elif table == 3:
-        rows = [Row("STCN", "model", _stcn_cfg(scale_cfg)),
-                Row("STCN+C&T", "model", _memory_cfg(scale_cfg, "stcn", CHOSEN_DEPTHS, None)),
-                Row("STCN+C&T+FR", "model", _memory_cfg(scale_cfg, "stnan", CHOSEN_DEPTHS, CHOSEN_WINDOW))]
+        rows = [Row("STCN", "model", row_config(scale_cfg, "stcn")),
+                Row("STCN+C&T", "model", row_config(scale_cfg, "stcn_ct")),
+                Row("STCN+C&T+FR", "model", row_config(scale_cfg, chosen))]
     elif table == 4:
-        rows = [Row(DISPLAY_NAMES[a], "model", _baseline_cfg(scale_cfg, a)) for a in BASELINE_ARCHS]
-        rows += [Row("STCN", "model", _stcn_cfg(scale_cfg)),
-                 Row("STNAN", "model", _memory_cfg(scale_cfg, "stnan", CHOSEN_DEPTHS, CHOSEN_WINDOW)),
+        rows = [Row(DISPLAY_NAMES[a], "model", row_config(scale_cfg, a)) for a in BASELINE_ARCHS]
+        rows += [Row("STCN", "model", row_config(scale_cfg, "stcn")),
+                 Row("STNAN", "model", row_config(scale_cfg, chosen)),
                  Row(DETECTOR_LABEL, "detector", note="no training; each frame alone, no first-frame mask")]
     else:
         raise NeedletrackError(f"--table must be 1, 2, 3 or 4, got {table}")

@@ -410,10 +410,13 @@ class JobManager:
             raise
         job = Job(id=jid, kind="sample", name=f"simulated sample (seed {seed})", dir=d, input_path=d / "sample")
         job.gt = seq.mask
+        job.info = self._probe(job)
         needle0 = seq.needle[0] if seq.needle else {}
         if needle0.get("visible") and needle0.get("tip") and needle0.get("tail"):
-            job.suggested_line = [round(float(v), 1) for v in (*needle0["tail"], *needle0["tip"])]
-        job.info = self._probe(job)
+            w, h = job.info["width"], job.info["height"]      # the shaft may enter from just outside the image
+            x0, y0, x1, y1 = (float(v) for v in (*needle0["tail"], *needle0["tip"]))
+            job.suggested_line = [round(min(max(x, 0.0), w - 1.0), 1) if k % 2 == 0 else
+                                  round(min(max(x, 0.0), h - 1.0), 1) for k, x in enumerate((x0, y0, x1, y1))]
         self._add(job)
         return job
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from needletrack.geometry import line_mask
 from needletrack.sim import bmode
 from needletrack.sim.anatomy import breast
 from needletrack.sim.backgrounds import load_backgrounds
@@ -24,11 +25,6 @@ from needletrack.sim.needle import (
     cnr_to_power, cross_profile, gauge_width_mm, incidence_deg, longest_run, shaft_cnr, soft_ends, tip_cnr,
 )
 from needletrack.sim.overlay import make_overlay
-
-try:
-    from needletrack.geometry import line_mask as _line_mask
-except ImportError:  # pragma: no cover - geometry is written by another module owner
-    _line_mask = None
 
 _GRIDS: dict = {}
 
@@ -44,19 +40,6 @@ def _grid(H, W):
         yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
         _GRIDS[key] = (xx, yy)
     return _GRIDS[key]
-
-
-def line_mask(shape, p0, p1, width_px):
-    if _line_mask is not None:
-        return _line_mask(shape, p0, p1, width_px)
-    h, w = shape  # fallback: same rule (pixel centres within width/2 of the segment)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    vx, vy = p1[0] - p0[0], p1[1] - p0[1]
-    ll = vx * vx + vy * vy
-    t = np.zeros_like(xx) if ll == 0 else np.clip(((xx - p0[0]) * vx + (yy - p0[1]) * vy) / ll, 0, 1)
-    d2 = (xx - p0[0] - t * vx) ** 2 + (yy - p0[1] - t * vy) ** 2
-    r = max(width_px / 2, 0.5)
-    return d2 <= r * r + 1e-9
 
 
 def _size(size):

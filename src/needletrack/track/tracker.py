@@ -56,7 +56,7 @@ class Tracker:
     """Follow one needle through a stream of frames (see module doc)."""
 
     def __init__(self, model_or_engine, *, device: str = "cpu", input_size=None, mem_every: int = 5,
-                 mem_cap: int = 8, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
+                 mem_cap: int | None = None, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
                  mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
                  line_width: float | None = None, autoinit_cfg=None):
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
@@ -77,6 +77,9 @@ class Tracker:
         self.smooth = smooth
         self.line_width = line_width
         self.autoinit_cfg = autoinit_cfg
+        if mem_cap is None:  # a fixed-shape engine fixes the slots (first + recent); else first + 8
+            slots = getattr(self.engine, "memory_slots", None)
+            mem_cap = int(slots) - 1 if slots else 8
         self.memory = MemoryStore(cap=mem_cap, every=mem_every)
         self.kalman = TipTailKalman()
         self.reset()
