@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="model name or checkpoint; 'default' falls back to an "
                                                        "untrained stnan_fast if its weights are missing")
+    ap.add_argument("--random", action="store_true", help="an untrained preset (--model names a preset)")
     ap.add_argument("--size", type=int, help="frame size (default: the model's input size)")
     ap.add_argument("--frames", type=int, default=10000)
     ap.add_argument("--checkpoints", default="500,1000,2000,5000,10000")
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
                     help="which time judges flatness: wall (default; needs a quiet machine) or the process's CPU "
                          "time (robust when other jobs share the cores)")
     ap.add_argument("--device", default="cpu", help="torch device")
+    ap.add_argument("--engine", default="torch", choices=("torch", "onnx"), help="inference engine")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -100,9 +102,16 @@ def main(argv=None) -> int:
     from needletrack.commands.demo import load_demo_model
     from needletrack.track import Tracker
 
-    model, label = load_demo_model(args.model, lambda m: print(m, file=sys.stderr))
-    model = model.to(args.device)
-    tracker = Tracker(model, device=args.device, mem_every=args.mem_every, mem_cap=args.mem_cap,
+    if args.random:
+        from needletrack.models import build_model
+
+        model, label = build_model(args.model), f"{args.model} (untrained)"
+    else:
+        model, label = load_demo_model(args.model, lambda m: print(m, file=sys.stderr))
+    from needletrack.track import make_engine
+
+    engine = make_engine(model.to(args.device), device=args.device, engine=args.engine)
+    tracker = Tracker(engine, mem_every=args.mem_every, mem_cap=args.mem_cap,
                       **({"mem_min_score": 0.0, "threshold": 0.0} if args.always_write else {}))
     size = args.size or tracker.input_hw[0]
     clip, first = make_clip(args.clip, size, args.seed)
@@ -140,7 +149,8 @@ def main(argv=None) -> int:
     result = {"model": label, "size": size, "frames": args.frames, "threads": torch.get_num_threads(),
               "window": args.window, "mem_every": args.mem_every, "mem_cap": args.mem_cap,
               "checkpoints": rows, "ms_ratio_last_first": ms_ratio, "peak_rss_ratio_last_first": rss_ratio,
-              "tolerance": args.tolerance, "clock": args.clock, "device": args.device, "flat": bool(ok), "wall_s": time.perf_counter() - t_all}
+              "tolerance": args.tolerance, "clock": args.clock, "device": args.device,
+              "engine": engine.name, "flat": bool(ok), "wall_s": time.perf_counter() - t_all}
     print(f"{label} @ {size}px, {torch.get_num_threads()} threads, {args.device}: "
           f"{'wall' if args.clock == 'wall' else 'CPU'} ms/frame ×{ms_ratio:.3f}, "
           f"peak RSS ×{rss_ratio:.3f} from frame {first_row['frame']} to {last_row['frame']} -> "

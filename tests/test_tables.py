@@ -204,8 +204,13 @@ def test_micro_tables_3_and_4_end_to_end_shared_and_cached(tmp_path, fake_sim, m
     from needletrack.cli import main
 
     out = tmp_path / "tables"
-    assert main(["tables", "--table", "3", "--scale", "micro", "--out", str(out)]) == 0
+    docs = tmp_path / "docs"
+    assert main(["tables", "--table", "3", "--scale", "micro", "--out", str(out), "--publish", str(docs)]) == 0
     assert len(list((out / "runs").iterdir())) == 3
+    assert sorted(p.name for p in docs.iterdir()) == ["figure7_table3_micro.png", "table3_micro.md",
+                                                      "table3_micro.png"]
+    pub = (docs / "table3_micro.md").read_text()
+    assert "(table3_micro.png)" in pub and "(figure7_table3_micro.png)" in pub
     t3 = json.loads((out / "table3.json").read_text())
     assert [r["label"] for r in t3["rows"]] == ["STCN", "STCN+C&T", "STCN+C&T+FR"]
 

@@ -84,10 +84,10 @@ def test_track_image_folder_keeps_frame_names(tmp_path, model_path):
         cv2.imwrite(str(folder / nm), f)
     out = tmp_path / "out"
     rc = main(["track", str(folder), "--out", str(out), "--first-line", f"0,{H // 6},{W // 4 - 1},{H // 6 + 7}",
-               "--model", str(model_path), "--quiet"])
+               "--model", str(model_path), "--engine", "torch", "--quiet"])
     assert rc == 0
     rows, s = _check_outputs(out, 6, names)
-    assert s["prompt"] == "line"
+    assert s["prompt"] == "line" and s["engine"] == "torch"
 
 
 def test_track_auto_on_a_clip_without_needle_reports_not_found(tmp_path, model_path, capsys):

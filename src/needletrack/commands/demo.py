@@ -24,17 +24,25 @@ def add_arguments(p) -> None:
 def load_demo_model(name: str, warn):
     """The shipped model, or (only for the name 'default' when its weights are missing) an untrained
     stnan_fast with a loud warning. Returns (model, label)."""
-    from needletrack.errors import InputError
     from needletrack.models import build_model, load_model
 
-    try:
+    if name != "default" or default_weights_exist():
         return load_model(name), name
-    except InputError:
-        if name != "default":
-            raise
-    warn("WARNING: the shipped model weights/default.safetensors is missing: tracking with an UNTRAINED "
-         "stnan_fast (random weights); the masks and metrics below mean nothing")
+    warn(FALLBACK_WARNING)
     return build_model("stnan_fast"), "stnan_fast (untrained)"
+
+
+FALLBACK_WARNING = ("WARNING: the shipped model weights/default.safetensors is missing: tracking with an UNTRAINED "
+                    "stnan_fast (random weights); the masks and metrics below mean nothing")
+
+
+def default_weights_exist() -> bool:
+    from needletrack.models.weights import resolve_weights
+
+    try:
+        return resolve_weights("default").is_file()
+    except Exception:  # noqa: BLE001 - resolution problems count as "missing"
+        return False
 
 
 def run(args) -> int:
@@ -50,18 +58,20 @@ def run(args) -> int:
         raise NeedletrackError("--size must be >= 32")
     t_start = time.perf_counter()
     from needletrack.data.folder import SequenceWriter, read_sequence
+    from needletrack.models import build_model
     from needletrack.sim import simulate_sequence
     from needletrack.track import Tracker
     from needletrack.track.engine import make_engine
     from needletrack.track.pipeline import track_to_folder
 
     out = Path(args.out)
-    if str(args.model).lower().endswith(".onnx") or args.engine == "onnx":
+    if args.model == "default" and not default_weights_exist():
+        print(FALLBACK_WARNING, file=sys.stderr)
+        engine = make_engine(build_model("stnan_fast"), engine="torch" if args.engine == "auto" else args.engine)
+        label = "stnan_fast (untrained)"
+    else:
         engine = make_engine(args.model, engine=args.engine)
         label = str(args.model)
-    else:
-        model, label = load_demo_model(str(args.model), lambda m: print(m, file=sys.stderr))
-        engine = make_engine(model, engine="torch")
     size = args.size or engine.input_hw[0]
 
     # 1. the built-in sample: a simulated insertion (fixed seed), written as a data set folder

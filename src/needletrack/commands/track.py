@@ -45,7 +45,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     from needletrack.track import Tracker
 
-    tracker = Tracker.from_pretrained(args.model, device=args.device, engine=args.engine)
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    tracker = Tracker.from_pretrained(args.model, device=args.device, engine=args.engine, log=log)
     summary = track_to_folder(args.input, args.out, tracker, first_mask=args.first_mask, first_line=first_line,
                               auto=args.auto, overlay=not args.no_overlay, max_frames=args.max_frames,
                               progress=not args.quiet and sys.stderr.isatty(), model_name=str(args.model))

@@ -403,7 +403,7 @@ def ensure_evaluated(row: Row, scale_cfg: dict, out_dir: Path, seqs, hard, test_
 # ----------------------------------------------------------------------------------------------- run
 def run_table(table: int, scale: str = "quick", out_dir: str | os.PathLike = "tables_out", *,
               config: str | os.PathLike | None = None, paper: str | os.PathLike | None = None,
-              log: Callable[[str], None] | None = None) -> dict:
+              publish: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train/load, evaluate and write one table. Returns the table's JSON (also in DIR/tableN.json)."""
     import torch
 
@@ -456,7 +456,28 @@ def run_table(table: int, scale: str = "quick", out_dir: str | os.PathLike = "ta
     figure7_panel(seqs, hard, [(r.label, hard_masks[r.label]) for r in rows], out / f"figure7_table{n}.png",
                   title=f"{TABLE_TITLES[n].split(' — ')[0]} ({scale_cfg['scale']} scale): hard test frames")
     log(f"wrote {out / f'table{n}.md'}, table{n}.png, figure7_table{n}.png")
+    if publish is not None:
+        publish_table(out, n, scale_cfg["scale"], Path(publish), log)
     return doc
+
+
+def publish_table(out: Path, n: int, scale: str, dest: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Copy table ``n``'s Markdown and PNGs into ``dest`` (e.g. docs/) as ``table{n}_{scale}.md``,
+    ``table{n}_{scale}.png`` and ``figure7_table{n}_{scale}.png`` (the Markdown's links follow)."""
+    doc = json.loads((out / f"table{n}.json").read_text())
+    tag = f"table{n}_{scale}"
+    names = {"png": f"{tag}.png", "fig7": f"figure7_{tag}.png"}
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, dst in ((out / f"table{n}.png", dest / names["png"]), (out / f"figure7_table{n}.png", dest / names["fig7"])):
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(src.read_bytes())
+        written.append(dst)
+    md = dest / f"{tag}.md"
+    write_text_atomic(md, render_markdown(doc, names))
+    written.append(md)
+    log(f"published {', '.join(p.name for p in written)} to {dest}")
+    return written
 
 
 def _train_summary(run: Path) -> dict | None:
@@ -494,7 +515,10 @@ def ranking(doc: dict, metric: str = "iou") -> list[str]:
     return [lab for _v, lab in sorted(rows, key=lambda x: -x[0])]
 
 
-def render_markdown(doc: dict) -> str:
+def render_markdown(doc: dict, names: dict | None = None) -> str:
+    """The table's Markdown; ``names`` overrides the PNG file names it links ({"png": ..., "fig7": ...})."""
+    n = doc["table"]
+    names = {"png": f"table{n}.png", "fig7": f"figure7_table{n}.png", **(names or {})}
     sc = doc["scale_config"]
     t = doc["test_set"]
     tr = sc["train"]
@@ -560,7 +584,11 @@ def render_markdown(doc: dict) -> str:
     tt = [r["train"]["wall_time_s"] for r in doc["rows"] if r.get("train") and r["train"].get("wall_time_s")]
     if tt:
         lines.append(f"- Training wall time per row: {min(tt):.0f}–{max(tt):.0f} s on CPU.")
-    lines.append(f"- Figures: `table{doc['table']}.png` (bars: ours; markers: the paper's, where known), "
-                 f"`figure7_table{doc['table']}.png` (hard frames: {', '.join(h['sequence'] + ' #' + str(h['frame']) for h in doc['hard_frames'])}).")
+    hard = ", ".join(h["sequence"] + " #" + str(h["frame"]) for h in doc["hard_frames"])
+    lines.append(f"- Hard frames of the Figure-7 panel (lowest needle visibility): {hard}.")
+    lines.append("")
+    lines.append(f"![{doc['title']}: our bars, the paper's figures as markers]({names['png']})")
+    lines.append("")
+    lines.append(f"![Figure 7 style: the same hard frames, ground truth (green) and each row's mask (red)]({names['fig7']})")
     lines.append("")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -923,7 +923,3 @@ def create_app(tracker=None, *, tracker_factory: Callable[[], Any] | None = None
         return FileResponse(p, media_type=DOWNLOADS[name], filename=None if inline else fname)
 
     return app
-
-
-def webconfig_dict(cfg: WebConfig) -> dict:
-    return asdict(cfg)

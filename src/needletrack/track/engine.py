@@ -164,10 +164,13 @@ class TorchEngine:
         return p.detach().cpu().numpy().astype(np.float32, copy=False)
 
 
-def make_engine(name_or_path, device: str = "cpu", engine: str = "auto", input_size=None):
-    """Build an engine for a model name/checkpoint path (or a model object for the torch engine).
+def make_engine(name_or_path, device: str = "cpu", engine: str = "auto", input_size=None, log=None):
+    """Build an engine for a model name, a checkpoint path, an ONNX export, or a model object.
 
-    ``engine``: "torch", "onnx" or "auto" (ONNX for a ``.onnx`` path, torch otherwise).
+    ``engine``: "torch", "onnx" or "auto". "auto" picks ONNX Runtime for an export (a ``.onnx`` file, an export
+    folder or its manifest.json) and, on the CPU, for a weights name/path whose graphs are cached or can be
+    exported now (``onnx_engine.auto_engine``); otherwise (a GPU device, a model object, no onnxruntime, a
+    failed export) PyTorch.
     """
     from pathlib import Path
 
@@ -175,18 +178,28 @@ def make_engine(name_or_path, device: str = "cpu", engine: str = "auto", input_s
 
     if engine not in ("auto", "torch", "onnx"):
         raise NeedletrackError(f"unknown engine {engine!r} (choose auto, torch or onnx)")
-    is_onnx_path = isinstance(name_or_path, (str, Path)) and str(name_or_path).lower().endswith(".onnx")
-    if engine == "onnx" or (engine == "auto" and is_onnx_path):
+    is_path = isinstance(name_or_path, (str, Path))
+    onnx_mod = None
+    if engine != "torch":
         try:
-            from needletrack.track.onnx_engine import OnnxEngine
+            from needletrack.track import onnx_engine as onnx_mod
+            from needletrack.track import onnx_export
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("needletrack"):
+            if not (e.name and e.name.startswith("needletrack")) and engine == "onnx":
+                raise NeedletrackError(f"the ONNX engine needs {e.name} (pip install onnx onnxruntime)") from None
+            if engine == "onnx":
                 raise NeedletrackError("the ONNX engine is not available in this build") from None
-            raise
-        return OnnxEngine(name_or_path, device=device, input_size=input_size)
-    if is_onnx_path:
+            onnx_mod = None
+    is_export = bool(onnx_mod is not None and is_path and onnx_export.is_export_path(name_or_path))
+    if engine == "onnx" or is_export:
+        return onnx_mod.OnnxEngine(name_or_path, device=device, input_size=input_size, log=log)
+    if engine == "auto" and onnx_mod is not None and is_path:
+        eng = onnx_mod.auto_engine(name_or_path, device=device, input_size=input_size, log=log)
+        if eng is not None:
+            return eng
+    if is_path and str(name_or_path).lower().endswith(".onnx"):
         raise NeedletrackError("an .onnx model needs engine='onnx' (or 'auto')", name_or_path)
-    if isinstance(name_or_path, (str, Path)):
+    if is_path:
         from needletrack.models import load_model
 
         model = load_model(name_or_path, device=device)

@@ -86,8 +86,12 @@ class Tracker:
 
     @classmethod
     def from_pretrained(cls, name_or_path="default", device: str = "cpu", engine: str = "auto", **kwargs):
-        """A tracker for a shipped model name (``weights/<name>.safetensors``), a checkpoint or an .onnx file."""
-        eng = make_engine(name_or_path, device=device, engine=engine, input_size=kwargs.pop("input_size", None))
+        """A tracker for a shipped model name (``weights/<name>.safetensors``), a checkpoint or an ONNX export.
+
+        ``engine``: "auto" (ONNX Runtime on the CPU where it works, else PyTorch), "torch" or "onnx".
+        ``log``: optional callable for the engine's messages (e.g. a first-use ONNX export)."""
+        eng = make_engine(name_or_path, device=device, engine=engine, input_size=kwargs.pop("input_size", None),
+                          log=kwargs.pop("log", None))
         return cls(eng, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------
