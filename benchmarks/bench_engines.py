@@ -18,7 +18,6 @@ Speed: ``needletrack.eval.benchmark.benchmark`` for each engine (own process eac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -121,6 +120,8 @@ def main(argv=None) -> int:
             result["int8_iou_loss"] = loss
             result["int8_verdict"] = ("int8 could be the default (loses < 0.01 IoU)" if loss < 0.01 else
                                       "fp32 stays the default (int8 loses >= 0.01 IoU)")
+            if not trained:
+                result["int8_verdict"] += " [untrained weights: not a real verdict]"
             log(result["int8_verdict"] + f": {loss:+.4f}")
         cfg = model.cfg
         result["read_variants"] = time_read_variants(cfg.key_dim, cfg.value_dim, cfg.input_size, cfg.mem_frames,

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_models.py --names stnan_fast,stcn_ct_fast [--torch] [--profile] [--json OUT]
     python benchmarks/bench_models.py --names stnan_fast --set '{"input_size": 224}' --set '{"input_size": 192}'
+    python benchmarks/bench_models.py --table torch.json ort.json   # Markdown table from `needletrack models --json`
 
 One step = key encoder with flow against the previous frame + memory read of ``mem_frames`` (9) frames
 with top-k + decoder, plus the value encoder every ``mem_every`` (5) frames, at batch 1 and the preset's
@@ -61,7 +62,33 @@ def profile_ops(model, cfg, threads: int, runs: int = 20) -> list[tuple[str, flo
     return [(op, d / runs / 1e3, cnt[op] // runs) for op, d in agg.most_common(12)]
 
 
+def markdown_table(paths: list[str]) -> str:
+    """Merge `needletrack models --json` outputs (torch and onnxruntime runs) into one Markdown table."""
+    rows: dict[str, dict] = {}
+    for p in paths:
+        for r in json.load(open(p)):
+            row = rows.setdefault(r["name"], dict(r))
+            if r.get("cpu_ms_per_frame") is not None:
+                row[f"ms_{r.get('engine', 'torch')}"] = r["cpu_ms_per_frame"]
+                row[f"p99_{r.get('engine', 'torch')}"] = r.get("cpu_ms_p99")
+    out = ["| preset | encoder depths | flow window | input | params (M) | GFLOPs/frame | eager ms/frame | "
+           "ORT ms/frame (p99) |", "|---|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt="{:.1f}"):
+        return "–" if v is None else fmt.format(v)
+
+    for name, r in rows.items():
+        depths = "ResNet50" if r["encoder_depths"] is None else "(" + ",".join(map(str, r["encoder_depths"])) + ")"
+        ort = "–" if r.get("ms_onnxruntime") is None else f"{r['ms_onnxruntime']:.1f} ({r['p99_onnxruntime']:.1f})"
+        out.append(f"| `{name}` | {depths} | {r['flow_window'] or '–'} | {r['input_size']} | "
+                   f"{r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {f(r.get('ms_torch'))} | {ort} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--table":
+        print(markdown_table(sys.argv[2:]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--names", default="stnan_fast,stcn_ct_fast")
     ap.add_argument("--set", action="append", default=[], help="JSON dict of config changes (repeatable)")

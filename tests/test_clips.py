@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from needletrack.data.clips import (ClipDataset, FolderClips, SourceSpec, Stage0Clips, StepBatchSampler, build_source,
+from needletrack.data.clips import (ClipDataset, FolderClips, Stage0Clips, StepBatchSampler, build_source,
                                     _draw_gaps)
 from needletrack.errors import InputError
 from needletrack.train.toy import make_toy_dataset

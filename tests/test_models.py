@@ -407,3 +407,12 @@ def test_models_command_bad_name_exits_2(capsys):
     assert main(["models", "--names", "nonexistent_model", "--no-timing"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nonexistent_model" in err[0]
+
+
+def test_measure_onnxruntime_engine_times_the_exported_step():
+    pytest.importorskip("onnxruntime")
+    from needletrack.commands.models import measure
+
+    row = measure("stnan_tiny", timing=True, steps=1, engine="onnxruntime", threads=1)
+    assert row["engine"] == "onnxruntime" and row["cpu_ms_per_frame"] > 0 and row["cpu_ms_p99"] >= 0
+    assert row["gflops"] == pytest.approx(measure("stnan_tiny", timing=False)["gflops"])

@@ -285,6 +285,15 @@ def test_session_options_and_threads(monkeypatch):
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert so.intra_op_num_threads == n and so.inter_op_num_threads == 1
+    if n > 1:
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(2, spin=True).get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    monkeypatch.setenv("NEEDLETRACK_ORT_SPIN", "1")
+    assert session_options(2).get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    monkeypatch.setenv("NEEDLETRACK_ORT_SPIN", "yes")
+    with pytest.raises(NeedletrackError, match="NEEDLETRACK_ORT_SPIN"):
+        session_options(2)
+    monkeypatch.delenv("NEEDLETRACK_ORT_SPIN")
     monkeypatch.setenv("NEEDLETRACK_THREADS", "1")
     assert default_threads() == 1 and session_options().intra_op_num_threads == 1
     monkeypatch.setenv("NEEDLETRACK_THREADS", "zero")
@@ -338,3 +347,46 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert "missing.safetensors" in capsys.readouterr().err
     assert main(["export-onnx", "--model", "stnan_tiny", "--untrained", "--out", str(tmp_path / "e4"),
                  "--size", "50"]) == 2
+
+
+def test_per_frame_baseline_exports_as_one_predict_graph():
+    from needletrack.models import build_model
+    from needletrack.track.engine import TorchEngine
+    from needletrack.track.onnx_engine import OnnxEngine
+
+    torch.manual_seed(0)
+    model = build_model("unet_tiny").eval()
+    eng = OnnxEngine(model)
+    assert not eng.is_memory_model and set(eng.manifest["graphs"]) == {"predict"}
+    x = np.random.default_rng(2).random(eng.input_hw, dtype=np.float32)
+    np.testing.assert_allclose(eng.predict(x), TorchEngine(model).predict(x), atol=1e-4)
+
+
+def test_unexportable_model_error_and_auto_fallback(tmp_path):
+    """PSPNet's adaptive pooling does not export at this size: a clear error; 'auto' falls back to torch."""
+    from needletrack.models import build_model, save_model
+    from needletrack.track.onnx_engine import OnnxEngine, auto_engine
+    from needletrack.track.onnx_export import ExportError
+
+    model = build_model("pspnet_tiny").eval()
+    with pytest.raises(ExportError, match=r"cannot export predict\.onnx to ONNX"):
+        OnnxEngine(model)
+    p = save_model(model, tmp_path / "w" / "psp.safetensors")
+    logs = []
+    assert auto_engine(p, log=logs.append) is None
+    assert "using torch" in logs[0]
+    assert not any((tmp_path / "w" / ".onnx").glob("*/manifest.json"))  # nothing half-written
+
+
+def test_tracker_from_pretrained_with_onnx_engine(tmp_path, clip):
+    """The public route: Tracker.from_pretrained(weights, engine="onnx") tracks like the torch engine."""
+    from needletrack.track import Tracker
+
+    w = _saved(tmp_path)
+    tr_o = Tracker.from_pretrained(str(w), engine="onnx", mem_min_score=0.0)
+    tr_t = Tracker.from_pretrained(str(w), engine="torch", mem_min_score=0.0)
+    assert tr_o.engine.name == "onnx" and tr_o.static_memory and not tr_t.static_memory
+    for i, (f, m) in enumerate(clip[:8]):
+        a = tr_t.step(f, mask=m if i == 0 else None)
+        b = tr_o.step(f, mask=m if i == 0 else None)
+        assert np.abs(a.prob - b.prob).max() <= 1e-3

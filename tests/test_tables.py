@@ -254,3 +254,15 @@ def test_cli_tables_bad_table_number(capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--table must be 1, 2, 3, 4 or all" in err and "Traceback" not in err
+
+
+def test_training_config_paths_resolve_against_the_repo(micro):
+    quick = T.load_scale("quick")
+    row = T.table_rows(4, quick)[2]
+    tcfg = T.resolve_paths(T.train_config(quick, row.model_cfg))
+    bg = tcfg["data"]["sources"][0]["backgrounds"]
+    assert bg == str((T.REPO_ROOT / "../shared/data/us_backgrounds").resolve())
+    assert tcfg["model"]["name"] == "unet_quick" and tcfg["size"] == 128
+    # the cache key hashes the config as written (relative), so it does not depend on the checkout's path
+    assert row.key == T.table_rows(4, quick)[2].key
+    assert T.resolve_paths({"val": {"backgrounds": None}})["val"]["backgrounds"] is None

@@ -329,3 +329,13 @@ def test_onnx_engine_drops_in(tiny):
         ra, rb = a.step(f), b.step(f)
         np.testing.assert_allclose(ra.prob, rb.prob, atol=1e-4)
     assert a.memory.frames == b.memory.frames == [0, 2, 4]
+
+
+def test_a_refused_first_frame_can_be_retried(tiny):
+    frames, masks = clip(n=3, h=64, w=80)
+    tr = Tracker(tiny)
+    with pytest.raises(NeedletrackError):
+        tr.step(np.zeros((50, 50), np.uint8), mask=np.zeros((50, 50), bool))
+    r = tr.step(frames[0], mask=masks[0])             # another size is fine: the refused frame did not count
+    assert r.frame_index == 0 and r.visible
+    assert tr.step(frames[1]).frame_index == 1

@@ -67,7 +67,7 @@ def test_rollout_writes_first_mask_then_predictions_to_memory():
     assert values[0] == pytest.approx(0.5)  # the ground-truth first mask
     assert len(values) == 4  # frames 1..4 -> memory; the last frame's prediction is not needed
     # each later memory entry is the sigmoid of the previous prediction (here a constant 4*0.5-2 = 0 -> 0.5)
-    assert values[1] == pytest.approx(float(torch.sigmoid(out[:, 0]).mean()), abs=1e-6)
+    assert values[1] == pytest.approx(float(torch.sigmoid(out[:, 0]).detach().mean()), abs=1e-6)
     assert reads == [4, 8, 12, 16]  # memory grows by one frame (2x2 positions) per predicted frame
     # flow "prev" is the previous frame's raw16
     keys = [c[1] for c in m.calls if c[0] == "key"]

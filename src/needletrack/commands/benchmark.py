@@ -46,7 +46,7 @@ def run(args) -> int:
                  f"at {m['input_size'][0]}px")
     print(line)
     print(f"real time (>= 25 frames/s and p99 <= 40 ms): {'yes' if res['realtime_25fps'] else 'no'} "
-          f"(load average {res['machine']['loadavg']})")
+          f"(load average {res['machine']['loadavg']} before, {res['machine'].get('loadavg_end')} after)")
     if args.json:
         from needletrack.utils import write_json_atomic
 

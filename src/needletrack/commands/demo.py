@@ -17,7 +17,9 @@ def add_arguments(p) -> None:
     p.add_argument("--frames", type=int, default=DEMO_FRAMES, metavar="N", help=f"frames (default {DEMO_FRAMES})")
     p.add_argument("--size", type=int, metavar="S", help="frame size (default: the model's input size)")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"simulation seed (default {DEMO_SEED})")
-    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"), help="inference engine")
+    p.add_argument("--engine", default="torch", choices=("auto", "torch", "onnx"),
+                   help="inference engine (default torch: the ONNX engine's first-use export would take longer "
+                        "than the demo itself)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

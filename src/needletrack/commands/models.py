@@ -86,7 +86,11 @@ def time_torch(model, cfg, steps: int = 10, warmup: int = 2) -> dict:
     import numpy as np
     import torch
 
-    img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
+    if model.is_memory_model:
+        img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
+    else:
+        img = torch.rand(1, 1, cfg.input_size, cfg.input_size)
+        mask = prev = mk = mv = None
     times = []
     with torch.inference_mode():
         for i in range(warmup + steps):

@@ -16,13 +16,15 @@ def add_arguments(p) -> None:
                    help="find the needle without a prompt (training-free line detector); frames before it "
                         "is found are reported as not visible")
     p.add_argument("--model", default="default", metavar="NAME|PATH",
-                   help="shipped model name, checkpoint (.safetensors) or .onnx file (default: default)")
+                   help="shipped model name, checkpoint (.safetensors) or ONNX export (.onnx file, export folder "
+                        "or its manifest.json) (default: default)")
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
-                   help="inference engine (auto: onnx for .onnx files, else torch)")
+                   help="inference engine (auto: ONNX Runtime on the CPU where it works, the graphs exported on "
+                        "first use; PyTorch on a GPU or otherwise)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for inference (torch and ONNX Runtime)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -39,10 +41,15 @@ def run(args) -> int:
                                "or --auto")
     if args.max_frames is not None and args.max_frames < 1:
         raise NeedletrackError("--max-frames must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise NeedletrackError("--threads must be >= 1")
     if args.threads:
+        import os
+
         import torch
 
         torch.set_num_threads(args.threads)
+        os.environ["NEEDLETRACK_THREADS"] = str(args.threads)      # the ONNX engine's intra-op threads
     from needletrack.track import Tracker
 
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))

@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import os
+    import shlex
     import sys
     from pathlib import Path
 
@@ -30,14 +32,10 @@ def run(args) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise NeedletrackError(f"--stop-after must be >= 1, got {args.stop_after}")
     out = args.out or str(Path("runs") / Path(args.config).stem)
-    import os
-    import shlex
-
     command = "needletrack " + shlex.join(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         command = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')} -m {command}"
     summary = train(args.config, out, resume=args.resume, device=args.device, steps=args.steps,
                     stop_after=args.stop_after, max_minutes=args.max_minutes, command=command,
                     progress=not args.no_progress)
-    del summary
-    return 0
+    return 130 if summary.get("stopped") == "interrupted" else 0

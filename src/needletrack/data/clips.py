@@ -322,12 +322,16 @@ def build_source(spec: dict, default_gap=(5, 10)):
     return SourceSpec(src, weight, steps), None
 
 
-def clip_to_tensors(clip: Clip):
+def clip_to_tensors(clip: Clip, as_uint8: bool = False):
+    """T×1×H×W tensors: float frames in [0, 1] and float 0/1 masks, or both uint8 (4x less to move between
+    processes; convert with ``frames.float() / 255`` and ``masks.float()`` on the device)."""
     import torch
 
-    f = torch.from_numpy(np.ascontiguousarray(clip.frames)).float().div_(255.0).unsqueeze(1)
-    m = torch.from_numpy(np.ascontiguousarray(clip.masks)).float().unsqueeze(1)
-    return f, m
+    f = torch.from_numpy(np.ascontiguousarray(clip.frames)).unsqueeze(1)
+    m = torch.from_numpy(np.ascontiguousarray(clip.masks).astype(np.uint8)).unsqueeze(1)
+    if as_uint8:
+        return f, m
+    return f.float().div_(255.0), m.float()
 
 
 try:
@@ -339,11 +343,11 @@ except ImportError:  # pragma: no cover - torch is a dependency
 class ClipDataset(_TorchDataset):
     """Map-style data set over an unbounded index space: item ``i`` is a clip drawn with
     ``default_rng([seed, i])``. Returns ``{"frames": T×1×H×W float [0,1], "masks": T×1×H×W float,
-    "source": int}``. ``samples_per_step`` maps an index to its training step (for step-windowed sources)."""
+    "source": int}`` (uint8 frames and masks with ``as_uint8``). ``samples_per_step`` maps an index to its training step (for step-windowed sources)."""
 
     def __init__(self, sources: list[SourceSpec], size, n_frames: int = 5, seed: int = 0,
                  augment: AugmentConfig | None = None, reverse_prob: float = 0.5, samples_per_step: int = 1,
-                 length: int = 2 ** 62):
+                 length: int = 2 ** 62, as_uint8: bool = False):
         if not sources:
             raise ValueError("no clip source")
         self.sources = sources
@@ -354,6 +358,7 @@ class ClipDataset(_TorchDataset):
         self.reverse_prob = float(reverse_prob)
         self.samples_per_step = max(1, int(samples_per_step))
         self.length = length
+        self.as_uint8 = as_uint8
 
     def __len__(self) -> int:
         return self.length
@@ -377,7 +382,7 @@ class ClipDataset(_TorchDataset):
 
     def __getitem__(self, index: int) -> dict:
         clip = self.clip(index)
-        f, m = clip_to_tensors(clip)
+        f, m = clip_to_tensors(clip, self.as_uint8)
         return {"frames": f, "masks": m, "source": clip.info["source_index"]}
 
 

@@ -102,6 +102,36 @@ def make_engine(model, name: str, engine: str, size: int | None, trained: bool, 
                       log=lambda m: print(m, file=sys.stderr))
 
 
+class TimedEngine:
+    """Forwards to an engine and adds up the wall time of each model operation (the rest of a step is the
+    tracker's own work: resize, threshold, geometry, smoothing)."""
+
+    OPS = ("encode_key", "encode_value", "read_memory", "segment", "predict")
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.ms = {k: 0.0 for k in self.OPS}
+        self.calls = {k: 0 for k in self.OPS}
+
+    def __getattr__(self, name):
+        attr = getattr(self._engine, name)
+        if name not in self.OPS:
+            return attr
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return attr(*a, **k)
+            finally:
+                self.ms[name] += (time.perf_counter() - t0) * 1e3
+                self.calls[name] += 1
+        return timed
+
+    def reset(self):
+        for k in self.OPS:
+            self.ms[k], self.calls[k] = 0.0, 0
+
+
 def run_one(name: str = "default", engine: str = "onnx", size: int | None = None, frames: int = 300,
             frame_size: int | None = 448, warmup: int = 10, threads: int | None = None, seed: int = 7,
             warn=None) -> dict:
@@ -133,24 +163,36 @@ def run_one(name: str = "default", engine: str = "onnx", size: int | None = None
     fsize = int(frame_size or hw[0])
     clip, first = make_stream(frames + warmup, fsize, seed=seed)
     order = list(range(len(clip))) + list(range(len(clip) - 2, 0, -1))
-    tracker = Tracker(eng, **({} if trained else {"mem_min_score": 0.0}))
+    timed = TimedEngine(eng)
+    tracker = Tracker(timed, **({} if trained else {"mem_min_score": 0.0}))
     rss_ready = rss_mb()
     times = np.zeros(frames + warmup)
+    cpu = np.zeros(frames + warmup)
     visible = 0
     for i in range(frames + warmup):
         f = clip[order[i % len(order)]]
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         r = tracker.step(f, mask=first) if i == 0 else tracker.step(f)
         times[i] = time.perf_counter() - t0
+        cpu[i] = time.process_time() - c0
         visible += bool(r.visible)
+        if i == warmup - 1:
+            timed.reset()
     ms = times[warmup:] * 1e3
+    cpu_ms = cpu[warmup:] * 1e3
     return {
         "model": label, "trained": trained, "engine": getattr(eng, "name", engine), "input_size": list(hw),
         "frame_size": [fsize, fsize], "frames": int(frames), "warmup": int(warmup), "threads": threads,
         "fps": float(1e3 / ms.mean()), "ms_mean": float(ms.mean()), "ms_p50": float(np.percentile(ms, 50)),
         "ms_p95": float(np.percentile(ms, 95)), "ms_p99": float(np.percentile(ms, 99)), "ms_max": float(ms.max()),
+        # process CPU time per step (all threads): with 1 thread, close to the wall time on an idle machine
+        "cpu_ms_mean": float(cpu_ms.mean()), "cpu_ms_p50": float(np.percentile(cpu_ms, 50)),
         "peak_rss_mb": round(peak_rss_mb(), 1), "rss_start_mb": round(rss0, 1), "rss_ready_mb": round(rss_ready, 1),
-        "torch_imported": "torch" in sys.modules, "memory_writes": int(tracker.memory.writes), "visible_frames": int(visible), "load_s": round(load_s, 2),
+        "torch_imported": "torch" in sys.modules, "memory_writes": int(tracker.memory.writes),
+        "visible_frames": int(visible), "load_s": round(load_s, 2),
+        # mean ms per timed frame spent in each model operation; "other" = the tracker's own work
+        "breakdown_ms": {**{k: round(v / frames, 3) for k, v in timed.ms.items() if timed.calls[k]},
+                         "other": round(float(ms.mean()) - sum(timed.ms.values()) / frames, 3)},
         "engine_info": eng.describe() if hasattr(eng, "describe") else {"engine": "torch"},
     }
 
@@ -208,6 +250,10 @@ def benchmark(name: str = "default", engine: str = "onnx", size: int | None = No
         m, c = out["model"], out["comparator"]
         out["speedup_vs_comparator"] = m["fps"] / c["fps"]
         out["latency_ratio_p50"] = c["ms_p50"] / m["ms_p50"]
+    try:
+        out["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
     out["realtime_25fps"] = bool(out["model"]["fps"] >= 25.0 and out["model"]["ms_p99"] <= 40.0)
     return out
 

@@ -195,6 +195,26 @@ def train_config(scale_cfg: dict, model_cfg) -> dict:
     return t
 
 
+def _repo_path(p):
+    """A relative data path of a tables config, resolved against the repository root (so results do not
+    depend on the working directory); absolute paths and None pass through."""
+    if not p:
+        return p
+    q = Path(p)
+    return str(q if q.is_absolute() else (REPO_ROOT / q).resolve())
+
+
+def resolve_paths(tcfg: dict) -> dict:
+    """Resolve the data folders of a training config against the repository root (in place; returned)."""
+    for src in (tcfg.get("data") or {}).get("sources") or []:
+        for k in ("backgrounds", "dir", "root"):
+            if src.get(k):
+                src[k] = _repo_path(src[k])
+    val = tcfg.setdefault("val", {})
+    val["backgrounds"] = _repo_path(val.get("backgrounds", "../shared/data/us_backgrounds"))
+    return tcfg
+
+
 # ----------------------------------------------------------------------------------------------- test set
 def ensure_test_set(out_dir: Path, scale_cfg: dict, log: Callable[[str], None]) -> Path:
     """Simulate the fixed-seed test set into ``out_dir/data/test`` once (reused while its spec matches)."""
@@ -203,7 +223,7 @@ def ensure_test_set(out_dir: Path, scale_cfg: dict, log: Callable[[str], None]) 
     t = scale_cfg["test"]
     spec = {"sequences": t["sequences"], "frames": t["frames"], "seed": t["seed"], "size": scale_cfg["input_size"],
             "presets": list(t.get("presets") or ["clinical"]), "frame_step": int(t["frame_step"]) if t.get("frame_step") else None,
-            "backgrounds": bool(t.get("backgrounds")) and Path(t["backgrounds"]).is_dir()}
+            "backgrounds": bool(t.get("backgrounds")) and Path(_repo_path(t["backgrounds"])).is_dir()}
     root = out_dir / "data" / "test"
     stamp = root / "spec.json"
     if stamp.exists():
@@ -221,7 +241,7 @@ def ensure_test_set(out_dir: Path, scale_cfg: dict, log: Callable[[str], None]) 
     if spec["backgrounds"]:
         from needletrack.sim import load_backgrounds
 
-        bgs = load_backgrounds(t["backgrounds"])
+        bgs = load_backgrounds(_repo_path(t["backgrounds"]))
     log(f"simulating the test set: {spec['sequences']} sequences × {spec['frames']} frames at "
         f"{spec['size']} px (seed {spec['seed']})")
     tmp = out_dir / "data" / ".test.partial"
@@ -304,7 +324,7 @@ def ensure_trained(row: Row, scale_cfg: dict, out_dir: Path, log: Callable[[str]
             pass
     from needletrack.train.loop import train
 
-    tcfg = train_config(scale_cfg, row.model_cfg)
+    tcfg = resolve_paths(train_config(scale_cfg, row.model_cfg))
     log(f"training {row.label} ({row.model_cfg.name}) for {tcfg['steps']} steps -> {run}")
     t0 = time.time()
     res = train(tcfg, run, resume=True, device="cpu" if scale_cfg["scale"] != "full" else "auto",

@@ -1,4 +1,4 @@
-"""Training-free needle detection: oriented ridge filtering + Hough line fit + a contrast test.
+"""Training-free needle detection: oriented ridge filtering + Hough line fit + contrast and brightness tests.
 
 ``detect_needle(frame) -> H×W bool mask | None`` finds one straight bright shaft, or says it found none
 (``None``) rather than guessing on plain tissue. ``find_needle_line`` returns the fitted segment with its
@@ -8,18 +8,23 @@ Method (all on a copy scaled so the longer side is at most ``work_size`` px):
 
 1. Oriented line filter bank (an even, Gabor-like kernel): for each of ``n_orient`` orientations, a kernel
    that is long along the line (Gaussian envelope, ``length_frac`` of the image diagonal) and, across it,
-   the negative second derivative of a Gaussian (a bright ridge of the shaft's width). Speckle is short
-   and isotropic, so its response to a long kernel averages out; a shaft's adds up.
-2. The maximum response over orientations, as a robust z-score (median/MAD); pixels above ``z_thresh``
-   whose best orientation agrees with the segment are the evidence.
+   the negative second derivative of a Gaussian (a bright ridge). Speckle is short and isotropic, so its
+   response to a long kernel averages out; a shaft's adds up. Three scales through an image ``pyramid``.
+2. The best response over scales and orientations as a robust z-score (median/MAD over the imaged region,
+   black padding and screen borders excluded); pixels above ``z_thresh`` are the evidence.
 3. Probabilistic Hough transform (cv2.HoughLinesP) on the evidence; each candidate segment is refitted by
-   least squares (principal axis) to the evidence pixels near it, and its extent is the longest run of
-   evidence along the line with gaps shorter than ``max_gap_frac`` of the diagonal.
+   least squares (principal axis) to the evidence pixels near it whose orientation agrees, cut to the
+   longest run with gaps shorter than ``max_gap_frac`` of the diagonal, and its ends refined on the image's
+   own centre-minus-flank contrast (the long filter smears ends).
 4. Tests that decline: length at least ``min_length_frac`` of the diagonal; angle to the horizontal within
    ``angle_range`` (an insertion is neither flat like fascia nor vertical like a reverberation/shadow
    edge); contrast-to-noise of the shaft against flanking bands at least ``min_cnr``; share of the segment
-   covered by evidence at least ``min_coverage``.
-5. The best candidate (CNR × length) is drawn at its measured width (cross-profile FWHM).
+   covered by evidence at least ``min_coverage``; mean brightness above ``min_bright_rank`` of the imaged
+   pixels (a needle is among the brightest echoes).
+5. The best candidate (CNR × length) is drawn at its measured width (cross-profile FWHM) from its tip (the
+   deeper end) back to where its line leaves the imaged region (``extend_to_border``).
+
+Thresholds were chosen on simulated sequences and 240 real needle-free images (README "Auto-init").
 """
 from __future__ import annotations
 
@@ -94,12 +99,6 @@ def _ridge_response(img: np.ndarray, cfg: AutoInitConfig) -> tuple[np.ndarray, n
         best[better] = r[better]
         arg[better] = i
     return best, thetas[arg]
-
-
-def _robust_z(x: np.ndarray) -> np.ndarray:
-    med = float(np.median(x))
-    mad = float(np.median(np.abs(x - med))) * 1.4826
-    return (x - med) / (mad + 1e-6)
 
 
 def _runs(t_sorted: np.ndarray, max_gap: float) -> tuple[float, float]:

@@ -25,6 +25,7 @@ import numpy as np
 from needletrack.errors import InputError, NeedletrackError
 
 PRECISIONS = ("fp32", "int8")
+DEFAULT_SPIN = False  # measured: spinning workers collapse a shared CPU; NEEDLETRACK_ORT_SPIN=1 turns it on
 
 
 class OnnxFeatures(NamedTuple):
@@ -79,14 +80,28 @@ def default_threads() -> int:
     return physical_cores()
 
 
-def session_options(threads: int | None = None):
+def default_spin() -> bool:
+    env = os.environ.get("NEEDLETRACK_ORT_SPIN")
+    if env is None or env == "":
+        return DEFAULT_SPIN
+    if env not in ("0", "1"):
+        raise NeedletrackError(f"NEEDLETRACK_ORT_SPIN must be 0 or 1, got {env!r}")
+    return env == "1"
+
+
+def session_options(threads: int | None = None, spin: bool | None = None):
     """The engine's onnxruntime SessionOptions (documented in docs/readme/80-realtime.md)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    n = int(threads or default_threads())
+    spin = default_spin() if spin is None else bool(spin)
+    if n > 1:
+        # worker threads busy-wait for work between operators unless told not to
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = int(threads or default_threads())
+    so.intra_op_num_threads = n
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     return so
@@ -165,7 +180,6 @@ class OnnxEngine:
         self._read: dict[tuple[int, int | None], object] = {}
         if self.is_memory_model:
             self._read[(int(man["memory_positions"]), man.get("top_k"))] = self.sessions["read"]
-            h, w = man["feature_size"]
             self._zero_prev = None
             if self.has_flow:
                 shape = next(i["shape"] for i in graphs["key"]["inputs"] if i["name"] == "prev")
@@ -274,8 +288,14 @@ def auto_engine(name_or_path, device: str = "cpu", input_size=None, log=None):
         return None
     if not isinstance(name_or_path, (str, os.PathLike)):
         return None
+    from needletrack.track.onnx_export import ExportError
+
     try:
         return OnnxEngine(name_or_path, input_size=input_size, log=log)
+    except ExportError as e:
+        if log:
+            log(f"ONNX engine unavailable ({e}); using torch")
+        return None
     except NeedletrackError:
         raise
     except Exception as e:  # noqa: BLE001 - an export problem must not stop tracking: fall back to torch

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -39,6 +40,10 @@ EXPORT_FORMAT = 1          # bump when the graphs' interface changes: older cach
 OPSET = 17
 MANIFEST = "manifest.json"
 KEY_GRAPHS = ("key", "value", "read", "decoder")
+
+
+class ExportError(NeedletrackError):
+    """The model cannot be exported to ONNX (an operator the exporter does not support, ...)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -156,7 +161,6 @@ def _wrappers():
     import torch.nn.functional as F
     from torch import nn
 
-    from needletrack.models.memory import _logits_qm
 
     class KeyFlow(nn.Module):
         def __init__(self, m):
@@ -201,11 +205,16 @@ def _wrappers():
             if not self.gather or self.top_k is None or self.top_k >= n:
                 return self.m.read_memory(mem_key, mem_val, key, valid=valid, top_k=self.top_k)
             b, ck, h, w = key.shape
-            logits = _logits_qm(mem_key, key.flatten(2))  # B×M×N
-            logits = logits.masked_fill(~valid.unsqueeze(1), torch.finfo(logits.dtype).min)
-            vals, idx = torch.topk(logits, self.top_k, dim=-1)  # B×M×k
+            # logits (2·kMᵀkQ − ‖kM‖²)/√C with the scale folded into the query (M×C, not M×N) and the
+            # ‖kM‖² term and the validity mask folded into one per-position bias (N): one pass over M×N
+            s = 1.0 / math.sqrt(ck)
+            q = key.flatten(2).transpose(1, 2) * (2.0 * s)  # B×M×C
+            bias = mem_key.pow(2).sum(1) * -s  # B×N
+            bias = torch.where(valid, bias, torch.full_like(bias, -1e30))
+            logits = torch.bmm(q, mem_key) + bias.unsqueeze(1)  # B×M×N
+            vals, idx = torch.topk(logits, self.top_k, dim=-1, sorted=False)  # B×M×k
             wgt = torch.softmax(vals, dim=-1)
-            mv = mem_val[0].transpose(0, 1)  # N×Cv (batch 1: the tracker's)
+            mv = mem_val[0].transpose(0, 1)  # N×Cv (batch 1: the tracker's); row gathers are fast, column ones not
             g = mv[idx[0]]  # M×k×Cv
             out = (g * wgt[0].unsqueeze(-1)).sum(1)  # M×Cv
             return out.transpose(0, 1).reshape(1, mem_val.shape[1], h, w)
@@ -243,14 +252,20 @@ class _Q:
 
 
 def _export(module, args, path, input_names, output_names) -> None:
+    """torch.onnx.export (TorchScript exporter, opset 17, constant folding); ExportError naming the graph."""
     import torch
 
     module.eval()
+    target = str(path) if isinstance(path, (str, os.PathLike)) else path  # a path or a file-like object
+    name = os.path.basename(target) if isinstance(target, str) else "graph"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path) if isinstance(path, (str, os.PathLike)) else path,
-                          input_names=input_names, output_names=output_names,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        try:
+            torch.onnx.export(module, args, target, input_names=input_names, output_names=output_names,
+                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        except Exception as e:  # noqa: BLE001 - the exporter raises many types; say which graph and why
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise ExportError(f"cannot export {name} to ONNX ({type(e).__name__}: {msg[:300]})") from e
 
 
 def export_read_graph(model, path, *, n_positions: int, key_dim: int, value_dim: int, feature_hw,

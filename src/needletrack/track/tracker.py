@@ -138,11 +138,17 @@ class Tracker:
                 first = self._prompt_mask(frame, img, mask, first_line, auto, where)
                 if first is None:      # auto mode, nothing found (yet)
                     self.searching = True
-                    return self._finish(img, np.zeros(hw, np.float32), source="search")
-                return self._start(img, first)
-            return self._track(img)
-        finally:
-            self.frame_index += 1
+                    res = self._finish(img, np.zeros(hw, np.float32), source="search")
+                else:
+                    res = self._start(img, first)
+            else:
+                res = self._track(img)
+        except BaseException:
+            if not self.initialised and not self.searching:   # a refused first frame: start afresh next call
+                self.reset()
+            raise
+        self.frame_index += 1   # frames processed; a refused frame does not count
+        return res
 
     # ------------------------------------------------------------------------------------------------------
     def _prompt_mask(self, frame, img, mask, first_line, auto, where):

@@ -26,6 +26,7 @@ DEFAULTS: dict = {
         ],
         "num_workers": None,    # null = min(cores - 1, 12) (per process under torchrun: cores / local ranks)
         "prefetch_factor": 4,
+        "start_method": "spawn",  # DataLoader worker start: spawn (safe with OpenCV) | forkserver | fork
     },
     "augment": {},              # AugmentConfig fields; {enabled: false} turns augmentation off
     "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8},
@@ -127,6 +128,8 @@ def validate(cfg: dict) -> None:
     nw = cfg["data"]["num_workers"]
     if nw is not None and (not isinstance(nw, int) or nw < 0):
         bad(f"data.num_workers must be null or an integer >= 0, got {nw!r}")
+    if cfg["data"]["start_method"] not in ("spawn", "forkserver", "fork"):
+        bad("data.start_method must be spawn, forkserver or fork")
     o = cfg["optim"]
     if o["name"] not in ("adam", "adamw"):
         bad(f"optim.name must be adam or adamw, got {o['name']!r}")

@@ -350,7 +350,8 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     bsz = int(cfg["batch_size"])
     aug = AugmentConfig.from_dict(cfg["augment"])
     dataset = ClipDataset(sources, size, n_frames=int(cfg["clip"]["frames"]), seed=seed, augment=aug,
-                          reverse_prob=float(cfg["clip"]["reverse_prob"]), samples_per_step=bsz * dist.world_size)
+                          reverse_prob=float(cfg["clip"]["reverse_prob"]), samples_per_step=bsz * dist.world_size,
+                          as_uint8=True)
     nw = cfg["data"]["num_workers"]
     nw = auto_workers(dist.local_world_size) if nw is None else int(nw)
     end = total if stop_after is None else min(total, start + int(stop_after))
@@ -358,8 +359,10 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     loader_kw = dict(batch_sampler=sampler, num_workers=nw, pin_memory=dev.type == "cuda",
                      generator=torch.Generator().manual_seed(seed))
     if nw > 0:
+        # spawned, not forked: forked workers hung a 12-worker run on the H100 machine (most likely OpenCV's
+        # thread pool, which the main process has used to build the validation split, is not fork-safe)
         loader_kw.update(worker_init_fn=worker_init, prefetch_factor=int(cfg["data"]["prefetch_factor"]),
-                         persistent_workers=False)
+                         persistent_workers=False, multiprocessing_context=cfg["data"]["start_method"])
     loader = torch.utils.data.DataLoader(dataset, **loader_kw)
 
     val_set = None
@@ -444,10 +447,20 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     t_run = time.time()
     t_prev = time.time()
     with _Stopper() as stopper:
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except RuntimeError:
+                if stopper.requested:  # Ctrl-C also reached the DataLoader workers
+                    stopped = "interrupted"
+                    break
+                raise
             t_data = time.time() - t_prev
-            frames = batch["frames"].to(dev, non_blocking=True)
-            masks = batch["masks"].to(dev, non_blocking=True)
+            frames = batch["frames"].to(dev, non_blocking=True).float().div_(255.0)
+            masks = batch["masks"].to(dev, non_blocking=True).float()
             lr = lr_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -532,6 +545,7 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
         "config": cfg,
     }
     if main:
+        plot_val_curve(out / "val_curve.png", val_rows, train_rows, f"{mcfg.name} @ {size}px, seed {cfg['seed']}")
         write_json_atomic(out / "summary.json", summary)
         if tb is not None:
             tb.close()
