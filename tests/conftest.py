@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -14,7 +14,7 @@ def _torch_threads():
     try:
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(1)
         torch.manual_seed(0)
     except ImportError:
         pass

@@ -57,10 +57,10 @@ def test_train_step_reduces_loss_unet():
     """A few optimiser steps on one image lower the loss: the model can learn (not just run)."""
     torch.manual_seed(0)
     model = build_model(preset_name("unet", "tiny"))
-    x = torch.rand(2, 1, 64, 64) * 0.3
-    y = torch.zeros(2, 1, 64, 64)
-    x[..., 20:24, 10:50] += 0.6
-    y[..., 20:24, 10:50] = 1
+    x = torch.rand(2, 1, 32, 32) * 0.3
+    y = torch.zeros(2, 1, 32, 32)
+    x[..., 10:13, 4:28] += 0.6
+    y[..., 10:13, 4:28] = 1
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
@@ -105,7 +105,9 @@ def test_resnet_output_stride():
     from needletrack.models.baselines.common import ResNetEncoder
 
     x = torch.rand(1, 1, 64, 64)
+    for depth in (18, 50):
+        assert ResNetEncoder(depth, 1, 4).out_channels[-1] == 4 * 8 * (4 if depth == 50 else 1)
     for os_, expect in ((32, 2), (16, 4), (8, 8)):
-        enc = ResNetEncoder(50, 1, 4, os_).eval()
+        enc = ResNetEncoder(18, 1, 4, os_).eval()
         with torch.no_grad():
             assert enc(x)[-1].shape[-1] == expect

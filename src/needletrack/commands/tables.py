@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
                    help="output folder: tableN.md/.png/.json, figure7_tableN.png; trained runs and results "
                         "are cached here and reused")
     p.add_argument("--config", metavar="YAML", help="a tables config instead of configs/tables/<scale>.yaml")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="training steps per row instead of the scale's (one budget for every row; stated in "
+                        "each table's heading)")
     p.add_argument("--publish", metavar="DIR",
                    help="also copy each table as DIR/table{N}_{scale}.md/.png and figure7_table{N}_{scale}.png "
                         "(e.g. docs)")
@@ -42,5 +45,6 @@ def run(args) -> int:
     from needletrack.eval.tables import run_table
 
     for t in _tables(args.table):
-        run_table(t, args.scale, args.out, config=args.config, paper=args.paper, publish=args.publish)
+        run_table(t, args.scale, args.out, config=args.config, paper=args.paper, publish=args.publish,
+                  steps=args.steps)
     return 0

@@ -61,6 +61,7 @@ T2_WINDOWS = [5, 7, 9, 11]
 CHOSEN_DEPTHS = (3, 3, 16, 3)
 CHOSEN_WINDOW = 9
 DETECTOR_LABEL = "Detector (training-free)"
+EVAL_VERSION = 1  # bump when evaluate_row changes what it measures (invalidates cached results)
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -349,6 +350,7 @@ def evaluate_row(row: Row, weights: Path | None, seqs: list[dict], hard: list[tu
     per_seq = {}
     step_times: list[float] = []
     model = None
+    load_before = _loadavg()
     if row.kind == "model":
         from needletrack.models import load_model
 
@@ -390,6 +392,7 @@ def evaluate_row(row: Row, weights: Path | None, seqs: list[dict], hard: list[tu
         "fps_cpu": (1.0 / mean) if mean > 0 else None,
         "ms_per_frame_mean": mean * 1e3, "ms_per_frame_median": med * 1e3,
         "timed_frames": len(step_times),
+        "load_avg_1min": [load_before, _loadavg()], "cpu_count": os.cpu_count(),
         "params": int(sum(p.numel() for p in model.parameters())) if model is not None else 0,
         "sequences": per_seq,
     })
@@ -400,7 +403,7 @@ def ensure_evaluated(row: Row, scale_cfg: dict, out_dir: Path, seqs, hard, test_
                      log: Callable[[str], None], weights: Path | None) -> tuple[dict, dict]:
     res_path = out_dir / "results" / f"{row.key}.json"
     mask_path = out_dir / "results" / f"{row.key}.hard.npz"
-    want = {"test": test_spec, "hard": [list(h) for h in hard],
+    want = {"eval_version": EVAL_VERSION, "test": test_spec, "hard": [list(h) for h in hard],
             "weights_mtime": os.path.getmtime(weights) if weights else None}
     if res_path.exists() and mask_path.exists():
         try:
@@ -423,12 +426,18 @@ def ensure_evaluated(row: Row, scale_cfg: dict, out_dir: Path, seqs, hard, test_
 # ----------------------------------------------------------------------------------------------- run
 def run_table(table: int, scale: str = "quick", out_dir: str | os.PathLike = "tables_out", *,
               config: str | os.PathLike | None = None, paper: str | os.PathLike | None = None,
-              publish: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Train/load, evaluate and write one table. Returns the table's JSON (also in DIR/tableN.json)."""
+              publish: str | os.PathLike | None = None, steps: int | None = None,
+              log: Callable[[str], None] | None = None) -> dict:
+    """Train/load, evaluate and write one table. Returns the table's JSON (also in DIR/tableN.json).
+    ``steps`` overrides the scale's training steps per row (a different budget: rows are trained anew)."""
     import torch
 
     log = log or (lambda m: print(f"needletrack tables: {m}", flush=True))
     scale_cfg = load_scale(scale if config is None else None, config)
+    if steps is not None:
+        if not isinstance(steps, int) or steps < 1:
+            raise NeedletrackError(f"--steps must be a positive integer, got {steps!r}")
+        scale_cfg["train"]["steps"] = steps
     paper_cfg = load_paper(paper)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -508,6 +517,13 @@ def _train_summary(run: Path) -> dict | None:
     return {"steps": s.get("steps"), "wall_time_s": s.get("wall_time_s"), "batch_size": s.get("batch_size"),
             "size": s.get("size"), "device": s.get("device_name") or s.get("device"),
             "throughput_clips_per_s": s.get("throughput_clips_per_s")}
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _cpu_name() -> str:
@@ -604,6 +620,12 @@ def render_markdown(doc: dict, names: dict | None = None) -> str:
     tt = [r["train"]["wall_time_s"] for r in doc["rows"] if r.get("train") and r["train"].get("wall_time_s")]
     if tt:
         lines.append(f"- Training wall time per row: {min(tt):.0f}–{max(tt):.0f} s on CPU.")
+    loads = [v for r in doc["rows"] for v in (r["result"].get("load_avg_1min") or []) if v is not None]
+    if loads:
+        cores = next((r["result"].get("cpu_count") for r in doc["rows"] if r["result"].get("cpu_count")), None)
+        lines.append(f"- FPS was measured with a 1-minute load average of {min(loads):.1f}–{max(loads):.1f}"
+                     + (f" on {cores} cores" if cores else "") + " (a shared machine slows every row alike only "
+                     "roughly; compare FPS within a table, and only loosely).")
     hard = ", ".join(h["sequence"] + " #" + str(h["frame"]) for h in doc["hard_frames"])
     lines.append(f"- Hard frames of the Figure-7 panel (lowest needle visibility): {hard}.")
     lines.append("")
