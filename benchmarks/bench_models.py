@@ -24,24 +24,15 @@ def profile_ops(model, cfg, threads: int, runs: int = 20) -> list[tuple[str, flo
     from pathlib import Path
 
     import onnxruntime as ort
-    from torch import nn
 
-    from needletrack.commands.models import _streaming_inputs, export_onnx
+    from needletrack.commands.models import _streaming_inputs, export_onnx, step_module
 
     img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
 
-    class Step(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, image, prev, mem_key, mem_val):
-            q = self.m.encode_key(image, prev)
-            return self.m.segment(self.m.read_memory(mem_key, mem_val, q.key, top_k=cfg.top_k), q)
-
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "step.onnx"
-        export_onnx(Step(model), (img, prev, mk, mv), p, ["image", "prev", "mem_key", "mem_val"], ["logit"])
+        export_onnx(step_module(model, cfg.top_k, state=False), (img, prev, mk, mv), p,
+                    ["image", "prev", "mem_key", "mem_val"], ["logit"])
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1

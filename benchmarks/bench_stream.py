@@ -17,27 +17,12 @@ peak RSS (``ru_maxrss``) and current RSS, and the memory store's size. Pass: the
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import resource
 import sys
 import time
 
 import numpy as np
 
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except OSError:
-        return float("nan")
-
-
-def peak_rss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
+from needletrack.eval.benchmark import peak_rss_mb, rss_mb
 
 
 def make_clip(n: int, size: int, seed: int):

@@ -20,6 +20,21 @@ def _torch_threads():
         pass
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one torch thread (on a shared, oversubscribed CPU two OpenMP threads make the tiny
+    models up to ~20x slower), and a test that changes it (a CLI ``--threads``) does not leak into the next."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def backgrounds_dir() -> Path:
     d = SHARED_DATA / "us_backgrounds"

@@ -13,10 +13,7 @@ torch = pytest.importorskip("torch")
 def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("NEEDLETRACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("NEEDLETRACK_WEIGHTS_DIR", str(tmp_path / "weights"))  # no shipped weights here
-    monkeypatch.setenv("NEEDLETRACK_THREADS", "1")
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)
+    monkeypatch.setenv("NEEDLETRACK_THREADS", "1")   # torch's threads: reset after each test by conftest.py
 
 
 def _check_row(r, engine, size):

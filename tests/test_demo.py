@@ -1,19 +1,7 @@
 """`needletrack demo`: simulate, track, write the overlay, print metrics against the simulator's truth."""
 import json
 
-import pytest
-
 from needletrack.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_demo_with_a_given_model(tmp_path, capsys):

@@ -13,14 +13,6 @@ from needletrack.models import (ModelConfig, build_model, get_config, list_prese
 from needletrack.models.config import PAPER_TABLES
 from needletrack.models.memory import l2_affinity, read_memory
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one intra-op thread: on a shared, oversubscribed CPU two OpenMP threads make these small ops ~20x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 MEMORY_PRESETS = [n for n in list_presets() if get_config(n).is_memory_model]
 SMALL = 64

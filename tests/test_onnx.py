@@ -17,12 +17,9 @@ from needletrack.errors import InputError, NeedletrackError  # noqa: E402
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NEEDLETRACK_CACHE_DIR", str(tmp_path / "cache"))
-    # one thread each: on a shared 2-core machine, two spinning threads per runtime crawl
+    # one thread each: on a shared 2-core machine, two spinning threads per runtime crawl (torch's own
+    # thread count is kept at 1 by tests/conftest.py)
     monkeypatch.setenv("NEEDLETRACK_THREADS", "1")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -376,6 +373,44 @@ def test_unexportable_model_error_and_auto_fallback(tmp_path):
     assert auto_engine(p, log=logs.append) is None
     assert "using torch" in logs[0]
     assert not any((tmp_path / "w" / ".onnx").glob("*/manifest.json"))  # nothing half-written
+
+
+def test_failed_export_is_remembered_and_prints_nothing(tmp_path, monkeypatch, capfd):
+    """A weights file that cannot export is traced once: later 'auto' loads fall back to torch from the
+    record (this cost ~30 s per `track` run at 448 px), and the exporter's IR dump stays off stdout."""
+    from needletrack.models import build_model, save_model
+    from needletrack.track import onnx_export
+    from needletrack.track.engine import make_engine
+    from needletrack.track.onnx_engine import auto_engine
+    from needletrack.track.onnx_export import ExportError, ensure_export
+
+    p = save_model(build_model("pspnet_tiny").eval(), tmp_path / "w" / "psp.safetensors")
+    logs = []
+    assert auto_engine(p, log=logs.append) is None
+    out = capfd.readouterr().out
+    assert "Torch IR graph" not in out and out == ""
+    records = list((tmp_path / "w" / ".onnx").glob("*.failed.json"))
+    assert len(records) == 1 and "adaptive_avg_pool2d" in json.loads(records[0].read_text())["error"]
+
+    calls = []
+    real_export = onnx_export.export_model
+    monkeypatch.setattr(onnx_export, "export_model", lambda *a, **k: calls.append(1) or real_export(*a, **k))
+    logs.clear()
+    eng = make_engine(str(p), engine="auto", log=logs.append)
+    assert eng.name == "torch" and calls == []
+    assert len(logs) == 1 and "using torch" in logs[0] and "recorded in" in logs[0]
+    with pytest.raises(ExportError, match=r"cannot export predict\.onnx to ONNX.*recorded in"):
+        ensure_export(p)
+    assert calls == []
+    with pytest.raises(ExportError, match=r"cannot export predict\.onnx to ONNX"):
+        ensure_export(p, rebuild=True)      # rebuild tries again
+    assert calls == [1]
+    # a record from another torch version (or other weights) is ignored: the export is tried again
+    rec = json.loads(records[0].read_text())
+    records[0].write_text(json.dumps({**rec, "torch": "0.0"}))
+    with pytest.raises(ExportError):
+        ensure_export(p)
+    assert calls == [1, 1] and json.loads(records[0].read_text())["torch"] == torch.__version__
 
 
 def test_tracker_from_pretrained_with_onnx_engine(tmp_path, clip):

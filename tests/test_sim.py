@@ -204,6 +204,41 @@ def test_presets_and_config():
     assert SimConfig.from_dict(d) == preset("hard")
 
 
+@pytest.mark.parametrize("name", ["easy", "clinical", "hard"])
+def test_small_frames_with_screen_overlay(name):
+    """Frames narrower than 160 px (a report said the overlay's text placement, rng.integers(W*3//4, W-40),
+    crashed there): every preset at 64, 96 and 128 px, with the screen overlay always on."""
+    import dataclasses
+
+    cfg = dataclasses.replace(preset(name), overlay_prob=1.0)
+    for size in (64, 96, 128, (64, 96), (96, 64)):
+        hw = size if isinstance(size, tuple) else (size, size)
+        for seed in range(4):
+            for f, m, _ in simulate_sequence(2, size=size, preset=cfg, seed=seed):
+                assert f.shape == hw and m.shape == hw and f.dtype == np.uint8
+
+
+def test_overlay_text_placement_on_narrow_screens():
+    """make_overlay on narrow screens without a side border (the branch that draws text over the image's top
+    corners) and with borders too narrow for text: always a layer of the screen's size, never a crash."""
+    from types import SimpleNamespace
+
+    from needletrack.sim.overlay import make_overlay
+
+    drawn = 0
+    for w in (40, 64, 96, 128, 159):
+        h = 64
+        for box in [(0, 0, w, h), (w // 8, 2, w - w // 8, h - 2), (2, 0, w - 30, h)]:
+            probe = SimpleNamespace(H=h, W=w, box=box, depth_mm=40.0, sp=40.0 / (box[3] - box[1]))
+            for seed in range(40):
+                out = make_overlay(np.random.default_rng(seed), probe, focus_px=20.0)
+                if out is not None:
+                    layer, alpha = out
+                    assert layer.shape == alpha.shape == (h, w) and alpha.any()
+                    drawn += 1
+    assert drawn > 100
+
+
 def _stripe_background():
     img = np.full((200, 260), 25, np.uint8)
     img[:, :130] = 210

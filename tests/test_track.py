@@ -10,17 +10,6 @@ from needletrack.track import Letterbox, MemoryStore, Tracker, predicted_path
 from needletrack.track.frames import FrameNormaliser
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the tiny models run faster so on a shared 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def clip(n=12, h=72, w=100, seed=0, angle=30.0, speed=1.5):
     """A short synthetic insertion: speckle-like background, a bright shaft advancing from the left."""
     rng = np.random.default_rng(seed)

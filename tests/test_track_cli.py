@@ -13,17 +13,6 @@ from needletrack.io.samples import sample_frames, write_mp4
 H, W = 48, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the tiny models run faster so on a shared 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     from needletrack.models import build_model, save_model

@@ -11,14 +11,6 @@ from needletrack.train.loop import load_checkpoint, train
 from needletrack.train.toy import make_toy_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     return make_toy_dataset(tmp_path_factory.mktemp("toy"), sequences=2, frames=10, size=64, seed=3)

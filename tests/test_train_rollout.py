@@ -10,15 +10,6 @@ from needletrack.train.losses import LossConfig, bootstrap_fraction, bootstrappe
 from needletrack.train.rollout import Rollout, rollout, track_sequence
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: intra-op threads only contend (2 threads ran these 20x slower)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Q(NamedTuple):
     key: torch.Tensor
     f16: torch.Tensor

@@ -102,6 +102,25 @@ def time_torch(model, cfg, steps: int = 10, warmup: int = 2) -> dict:
     return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
 
 
+def step_module(model, top_k, state: bool = True):
+    """The streaming step as one module for export: key encoder (+ flow), memory read, decoder.
+    ``forward(image, prev, mem_key, mem_val)`` returns the logit, and with ``state`` also the query's key,
+    f16 and raw16 (what the next step needs)."""
+    from torch import nn
+
+    class Step(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, image, prev, mem_key, mem_val):
+            q = self.m.encode_key(image, prev)
+            logit = self.m.segment(self.m.read_memory(mem_key, mem_val, q.key, top_k=top_k), q)
+            return (logit, q.key, q.f16, q.raw16) if state else logit
+
+    return Step(model)
+
+
 class _StepGraph:
     """The streaming step as two ONNX graphs: step (key+flow, read, decoder) and value encoder."""
 
@@ -111,30 +130,12 @@ class _StepGraph:
 
         import onnxruntime as ort
         import torch
-        from torch import nn
+
+        from needletrack.track.onnx_export import graph_wrappers
 
         self.cfg = cfg
         img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
-        top_k = cfg.top_k
-
-        class Step(nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, image, prev, mem_key, mem_val):
-                q = self.m.encode_key(image, prev)
-                r = self.m.read_memory(mem_key, mem_val, q.key, top_k=top_k)
-                return self.m.segment(r, q), q.key, q.f16, q.raw16
-
-        class Value(nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, image, mask, f16):
-                return self.m.encode_value(image, mask, f16)
-
+        Value = graph_wrappers()[2]
         with torch.no_grad():
             f16 = model.encode_key(img, prev).f16
         so = ort.SessionOptions()
@@ -145,7 +146,7 @@ class _StepGraph:
         self.vinputs = {"image": img.numpy(), "mask": mask.numpy(), "f16": f16.numpy()}
         with tempfile.TemporaryDirectory() as d:
             p1, p2 = Path(d) / "step.onnx", Path(d) / "value.onnx"
-            export_onnx(Step(model), (img, prev, mk, mv), p1, ["image", "prev", "mem_key", "mem_val"],
+            export_onnx(step_module(model, cfg.top_k), (img, prev, mk, mv), p1, ["image", "prev", "mem_key", "mem_val"],
                         ["logit", "key", "f16", "raw16"])
             export_onnx(Value(model), (img, mask, f16), p2, ["image", "mask", "f16"], ["value"])
             self.step = ort.InferenceSession(str(p1), so, providers=["CPUExecutionProvider"])

@@ -23,6 +23,18 @@ def _plt():
     return plt
 
 
+def _save_png(fig, path: str | Path) -> Path:
+    """Lay out, write ``fig`` as a PNG atomically, close it; the path written."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def table_bars(doc: dict, path: str | Path) -> Path:
     """Our IoU/Dice/Precision/Recall/F1 per row as grouped bars; the paper's figures (where known) as black
     diamond markers on the same positions; CPU FPS printed under each row's name."""
@@ -59,12 +71,7 @@ def table_bars(doc: dict, path: str | Path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=6 if any_paper else 5, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def _overlay(img: np.ndarray, mask: np.ndarray | None, color=(1.0, 0.2, 0.2)) -> np.ndarray:
@@ -102,9 +109,4 @@ def figure7_panel(seqs: list[dict], hard: list[tuple[int, int]], rows: list[tupl
             axes[i, j].axis("off")
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)

@@ -10,53 +10,63 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def conv3x3(cin, cout, stride=1):
-    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+def conv3x3(cin, cout, stride=1, dilation=1):
+    return nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False)
+
+
+def shortcut(cin, cout, stride):
+    """The residual path's projection (1×1 conv + BN) when the block changes width or stride, else None."""
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
 class BasicBlock(nn.Module):
+    """ResNet18/34 block; ``dilation`` > 1 for the dilated stages of the baselines' PSPNet/DeepLab trunks."""
+
     expansion = 1
 
-    def __init__(self, cin, planes, stride=1):
+    def __init__(self, cin, planes, stride=1, dilation=1):
         super().__init__()
         cout = planes * self.expansion
-        self.conv1 = conv3x3(cin, planes, stride)
+        self.conv1 = conv3x3(cin, planes, stride, dilation)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, 1, dilation)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.down = shortcut(cin, cout, stride)
 
     def forward(self, x):
         idt = x if self.down is None else self.down(x)
-        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
         y = self.bn2(self.conv2(y))
-        return F.relu(y + idt)
+        return F.relu(y + idt, inplace=True)
 
 
 class Bottleneck(nn.Module):
+    """ResNet50/101 block (v1.5: stride on the 3×3, as torchvision)."""
+
     expansion = 4
 
-    def __init__(self, cin, planes, stride=1):
+    def __init__(self, cin, planes, stride=1, dilation=1):
         super().__init__()
         cout = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)  # stride on the 3x3 (ResNet v1.5, as torchvision)
+        self.conv2 = conv3x3(planes, planes, stride, dilation)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        # read only by the baselines' _init_weights (residual branch starts as identity there);
+        # the memory models keep torch's default init
+        self.bn3.zero_init = True
+        self.down = shortcut(cin, cout, stride)
 
     def forward(self, x):
         idt = x if self.down is None else self.down(x)
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = F.relu(self.bn2(self.conv2(y)), inplace=True)
         y = self.bn3(self.conv3(y))
-        return F.relu(y + idt)
+        return F.relu(y + idt, inplace=True)
 
 
 _LAYOUTS = {"resnet18": (BasicBlock, (2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6)),

@@ -20,10 +20,14 @@ digits of the weights file's sha256), or under ``$NEEDLETRACK_CACHE_DIR`` (defau
 ``$XDG_CACHE_HOME/needletrack`` or ``~/.cache/needletrack``) ``/onnx/...`` when the weights folder is not
 writable or the model came as an object. A cached export that is corrupt (a graph's sha256 differs from the
 manifest) or stale (other source checksum, input size or export format) is rebuilt; an explicitly given
-export folder in that state is refused with a message that says what to re-run.
+export folder in that state is refused with a message that says what to re-run. A failed export (a model the
+exporter cannot convert, e.g. PSPNet's adaptive pooling) is remembered beside where its folder would be,
+``<sha16>-<H>x<W>.failed.json``, so later runs fail at once (``engine="auto"`` falls back to torch without
+tracing the model again) until torch or the export format changes, the record is deleted, or ``rebuild=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -156,7 +160,8 @@ def check_export(folder, source_sha256: str | None = None, input_hw=None, varian
 # --------------------------------------------------------------------------------------------------------
 # the graphs
 # --------------------------------------------------------------------------------------------------------
-def _wrappers():
+def graph_wrappers():
+    """The export wrappers (KeyFlow, KeyPlain, Value, Read, Decode, Predict) around a model's parts."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -251,6 +256,26 @@ class _Q:
         self.key, self.f16, self.f8, self.f4, self.raw16 = None, f16, f8, f4, None
 
 
+@contextlib.contextmanager
+def _quiet_onnx_log():
+    """Keep the TorchScript exporter's ONNX log off stdout. The exporter switches that log on for every export
+    (its ``setup_onnx_logging`` tests the function ``_jit_is_onnx_log_enabled``, not its result), and a failed
+    export then prints the whole Torch IR graph (150 KB for PSPNet) to stdout, into `needletrack track`'s
+    output; the error itself is reported by :func:`_export`."""
+    import torch
+
+    c = torch._C
+    original = getattr(c, "_jit_onnx_log", None)
+    if original is None:
+        yield
+        return
+    c._jit_onnx_log = lambda *args: None
+    try:
+        yield
+    finally:
+        c._jit_onnx_log = original
+
+
 def _export(module, args, path, input_names, output_names) -> None:
     """torch.onnx.export (TorchScript exporter, opset 17, constant folding); ExportError naming the graph."""
     import torch
@@ -258,7 +283,7 @@ def _export(module, args, path, input_names, output_names) -> None:
     module.eval()
     target = str(path) if isinstance(path, (str, os.PathLike)) else path  # a path or a file-like object
     name = os.path.basename(target) if isinstance(target, str) else "graph"
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_onnx_log():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, args, target, input_names=input_names, output_names=output_names,
@@ -273,7 +298,7 @@ def export_read_graph(model, path, *, n_positions: int, key_dim: int, value_dim:
     """The memory read alone (no weights) for ``n_positions`` memory positions."""
     import torch
 
-    *_, Read, _, _ = _wrappers()
+    *_, Read, _, _ = graph_wrappers()
     h, w = feature_hw
     args = (torch.randn(1, key_dim, n_positions), torch.randn(1, value_dim, n_positions),
             torch.ones(1, n_positions, dtype=torch.bool), torch.randn(1, key_dim, h, w))
@@ -316,7 +341,7 @@ def export_model(model, out_dir, *, input_hw=None, memory_slots: int | None = No
     slots = int(memory_slots or getattr(cfg, "mem_frames", 9) or 9)
     if slots < 2:
         raise NeedletrackError(f"memory slots must be >= 2 (the first frame and at least one more), got {slots}")
-    KeyFlow, KeyPlain, Value, Read, Decode, Predict = _wrappers()
+    KeyFlow, KeyPlain, Value, Read, Decode, Predict = graph_wrappers()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
@@ -453,6 +478,13 @@ def ensure_export(source, *, input_hw=None, memory_slots=None, log=None, rebuild
         sha = model_sha256(model)
         hw = model_input_hw(model, input_hw)
     folder = cache_dir_for(sha, hw, weights_path)
+    record = failure_record_path(folder)
+    if not rebuild and not folder.exists():
+        failed = _recorded_failure(record, sha)
+        if failed:
+            # an export of these weights at this size failed before (e.g. PSPNet's adaptive pooling): tracing
+            # the model again only to fail again cost ~30 s per run at 448 px, on every `track --engine auto`
+            raise ExportError(f"{failed} (recorded in {record}; delete it to try the export again)")
     if folder.exists() and not rebuild:
         try:
             man = check_export(folder, sha, hw)
@@ -467,6 +499,43 @@ def ensure_export(source, *, input_hw=None, memory_slots=None, log=None, rebuild
         from needletrack.models import load_model
 
         model = load_model(weights_path)
-    export_model(model, folder, input_hw=hw, memory_slots=memory_slots,
-                 source=None if weights_path is None else str(weights_path), source_sha256=sha)
+    try:
+        export_model(model, folder, input_hw=hw, memory_slots=memory_slots,
+                     source=None if weights_path is None else str(weights_path), source_sha256=sha)
+    except ExportError as e:
+        _record_failure(record, sha, str(e))
+        raise
+    record.unlink(missing_ok=True)
     return folder
+
+
+def failure_record_path(folder) -> Path:
+    """Where ensure_export remembers that exporting into ``folder`` failed (``<folder>.failed.json``)."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}.failed.json"
+
+
+def _recorded_failure(record: Path, sha256: str) -> str | None:
+    """The error of an earlier failed export of these weights with this torch and export format, else None."""
+    try:
+        rec = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    import torch
+
+    if not isinstance(rec, dict) or rec.get("source_sha256") != sha256 or rec.get("format") != EXPORT_FORMAT \
+            or rec.get("torch") != torch.__version__ or not isinstance(rec.get("error"), str):
+        return None
+    return rec["error"]
+
+
+def _record_failure(record: Path, sha256: str, error: str) -> None:
+    import torch
+
+    from needletrack.utils import write_json_atomic
+
+    try:
+        write_json_atomic(record, {"source_sha256": sha256, "format": EXPORT_FORMAT, "torch": torch.__version__,
+                                   "error": error, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    except OSError:
+        pass  # only a speed-up for the next run

@@ -12,7 +12,10 @@ the first frame is never overwritten. When the needle comes back, the memory rea
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +61,7 @@ class Tracker:
     def __init__(self, model_or_engine, *, device: str = "cpu", input_size=None, mem_every: int = 5,
                  mem_cap: int | None = None, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
                  mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
-                 line_width: float | None = None, autoinit_cfg=None):
+                 line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0):
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
                 and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
                 and not hasattr(model_or_engine, "parameters"):
@@ -71,6 +74,8 @@ class Tracker:
         self.threshold = float(threshold)
         self.min_area_px = min_area_px
         self.mem_min_score = float(mem_min_score)
+        # a prediction counts as the needle only if its mean probability reaches min_score (else: not visible)
+        self.min_score = float(min_score)
         # fixed-shape engines (ONNX) read all slots with the valid mask; torch reads the filled prefix
         self.static_memory = bool(getattr(self.engine, "static_memory", False)) if static_memory is None \
             else bool(static_memory)
@@ -92,6 +97,8 @@ class Tracker:
         ``log``: optional callable for the engine's messages (e.g. a first-use ONNX export)."""
         eng = make_engine(name_or_path, device=device, engine=engine, input_size=kwargs.pop("input_size", None),
                           log=kwargs.pop("log", None))
+        for key, value in shipped_tracker_settings(name_or_path).items():
+            kwargs.setdefault(key, value)
         return cls(eng, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------
@@ -245,6 +252,8 @@ class Tracker:
         mask = given_mask if given_mask is not None else prob >= self.threshold
         area = int(mask.sum())
         visible = area >= (1 if given_mask is not None else self._min_area())
+        if visible and given_mask is None and self.min_score > 0 and float(prob[mask].mean()) < self.min_score:
+            visible = False
         if not visible:
             mask = np.zeros_like(mask, dtype=bool)
             area = 0
@@ -292,3 +301,33 @@ def predicted_path(tip, tail, frame_hw) -> np.ndarray | None:
     t = max(0.0, min(ts)) if ts else 0.0
     end = (tip[0] + t * d[0], tip[1] + t * d[1])
     return np.array([[tip[0], tip[1]], [end[0], end[1]]], dtype=np.float32)
+
+
+# Tracker settings a weights file may carry (its metadata "tracker" entry), tuned on a validation split.
+TRACKER_SETTINGS = ("threshold", "min_score", "min_area_px", "mem_min_score")
+
+
+def shipped_tracker_settings(name_or_path) -> dict:
+    """The tracker settings stored with a .safetensors model (``{}`` for other inputs or none stored).
+
+    Reads only the file's JSON header (no torch import, so the ONNX path stays light)."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return {}
+    s = os.fspath(name_or_path)
+    if s.endswith(".safetensors") or os.sep in s or os.path.exists(s):
+        path = s
+    else:
+        from needletrack.models.weights import weights_dir
+
+        path = os.path.join(weights_dir(), f"{s}.safetensors")
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                return {}
+            header = json.loads(f.read(n))
+        meta = json.loads(header.get("__metadata__", {}).get("needletrack_meta", "{}"))
+    except (OSError, ValueError, struct.error, AttributeError):
+        return {}
+    settings = meta.get("tracker") or {} if isinstance(meta, dict) else {}
+    return {k: settings[k] for k in TRACKER_SETTINGS if k in settings}
