@@ -13,7 +13,7 @@ by default, skipped when absent). Sequences whose first frame shows no needle ar
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 import tempfile
 import time
@@ -33,8 +33,9 @@ def track_test_set(tracker_factory, root: Path, pred_root: Path) -> tuple[int, i
     for seq_dir in list_sequences(root):
         seq = read_sequence(seq_dir)
         first = seq.mask(0)
-        if not first.any():
+        if not first.any():          # no prompt to give: drop the sequence from the test set
             skipped += 1
+            shutil.rmtree(seq_dir)
             continue
         tracker = tracker_factory()
         out = pred_root / seq.name
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=448, help="simulated frame size (the paper's 448)")
     ap.add_argument("--seed", type=int, default=31337, help="test seed (never used in training)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--min-score", type=float, default=None,
+                    help="override the visibility gate stored with the model")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -74,11 +77,12 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
 
+    gate = {} if args.min_score is None else {"min_score": args.min_score}
     sets = [(p, p, None) for p in args.presets]
     bg = Path(args.backgrounds) if args.backgrounds else None
     if bg is not None and (bg / "images").is_dir():
         sets.append(("clinical+real", "clinical", bg))
-    results = {"model": args.model, "engine": args.engine, "seed": args.seed, "sequences": args.sequences,
+    results = {"model": args.model, "engine": args.engine, "min_score_override": args.min_score, "seed": args.seed, "sequences": args.sequences,
                "frames": args.frames, "size": args.size, "sets": {}}
     with tempfile.TemporaryDirectory(prefix="nt-eval-") as tmp:
         for name, preset, backgrounds in sets:
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
             write_dataset(root, args.sequences, args.frames, size=args.size, seed=args.seed, preset=preset,
                           backgrounds=backgrounds, progress=False)
             tracked, skipped, ms = track_test_set(
-                lambda: Tracker.from_pretrained(args.model, engine=args.engine), root, pred)
+                lambda: Tracker.from_pretrained(args.model, engine=args.engine, **gate), root, pred)
             overall = evaluate_dirs(pred, root)["overall"]
             results["sets"][name] = dict(overall, sequences_tracked=tracked, sequences_skipped=skipped,
                                          ms_per_frame=ms)
