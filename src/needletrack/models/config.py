@@ -193,7 +193,7 @@ def _paper_presets():
     return out
 
 
-# Fast presets for CPU real time (chosen by measurement: see docs/readme/30-models.md).
+# Fast presets for CPU real time (chosen by measurement: see README.md).
 _FAST = dict(
     input_size=256, key_encoder="cmt", encoder_depths=(1, 1, 2, 1), encoder_widths=(24, 48, 96, 192),
     encoder_heads=(1, 2, 4, 8), encoder_reductions=(8, 4, 2, 1), stem_width=8, ffn_ratio=2.0, key_dim=64,

@@ -90,7 +90,7 @@ def default_spin() -> bool:
 
 
 def session_options(threads: int | None = None, spin: bool | None = None):
-    """The engine's onnxruntime SessionOptions (documented in docs/readme/80-realtime.md)."""
+    """The engine's onnxruntime SessionOptions (documented in README.md)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -1,6 +1,6 @@
 """Export a needletrack model to ONNX the way memory networks are deployed, and cache the graphs.
 
-A memory model (STCN, STCN+C&T, STNAN) becomes four graphs with static shapes (docs/readme/80-realtime.md):
+A memory model (STCN, STCN+C&T, STNAN) becomes four graphs with static shapes (README.md):
 
     key.onnx      image 1×1×H×W, prev 1×Cr×h×w, first bool[1]  -> key, f16, f8, f4, raw16
                   (backbone + flow regression + MAFFM + key projection; ``prev`` is the previous frame's
