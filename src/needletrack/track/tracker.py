@@ -252,12 +252,13 @@ class Tracker:
         mask = given_mask if given_mask is not None else prob >= self.threshold
         area = int(mask.sum())
         visible = area >= (1 if given_mask is not None else self._min_area())
-        if visible and given_mask is None and self.min_score > 0 and float(prob[mask].mean()) < self.min_score:
+        score = float(prob[mask].mean()) if visible else 0.0
+        if visible and given_mask is None and score < self.min_score:
             visible = False
         if not visible:
             mask = np.zeros_like(mask, dtype=bool)
             area = 0
-        score = float(prob[mask].mean()) if visible else 0.0
+            score = 0.0
         geo = needle_from_mask(mask, entry_side=self.entry_side) if visible else None
         if geo is not None and self.entry_side is None:
             self.entry_side = geo.entry_side
