@@ -1,0 +1,64 @@
+"""scripts/ship_default.py: the validation-split re-scoring matches the tracker's own rule, and the choice rule."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ship():
+    spec = importlib.util.spec_from_file_location("ship_default", REPO / "scripts" / "ship_default.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("threshold,min_score", [(0.5, 0.0), (0.45, 0.0), (0.5, 0.527), (0.3, 0.9)])
+def test_rescoring_equals_tracking_with_the_same_settings(threshold, min_score):
+    from needletrack.eval.metrics import MetricAccumulator
+    from needletrack.models import build_model
+    from needletrack.track import Tracker
+
+    ship = _ship()
+    torch.manual_seed(1)
+    model = build_model("stnan_tiny").eval()
+    rng = np.random.default_rng(3)
+    seq = []
+    for i in range(5):
+        frame = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+        gt = np.zeros((64, 64), bool)
+        if i != 3:                      # one empty frame so the gate's empty-frame accuracy is exercised
+            gt[30:33, 8 + i:50] = True
+        seq.append((frame, gt))
+    # no memory writes after the first frame, so gating cannot change what later frames see
+    frames = []
+    for _, s in [("p", seq)]:
+        t = Tracker(model, min_score=0.0, mem_min_score=1.01)
+        for i, (f, gt) in enumerate(s):
+            frames.append((t.step(f, mask=gt if i == 0 else None).prob.astype("float16"), gt, i == 0))
+    rescored = ship.score(frames, min_score, threshold=threshold)
+
+    acc = MetricAccumulator()
+    t = Tracker(model, threshold=threshold, min_score=min_score, mem_min_score=1.01)
+    for i, (f, gt) in enumerate(seq):
+        acc.update(t.step(f, mask=gt if i == 0 else None).mask, gt, first=i == 0)
+    direct = acc.result()
+    assert rescored["iou"] == pytest.approx(direct["iou"], abs=1e-3)
+    assert rescored["empty_frame_accuracy"] == direct["empty_frame_accuracy"]
+
+
+def test_choice_prefers_iou_among_pairs_that_meet_the_empty_frame_target():
+    ship = _ship()
+    rows = [
+        {"threshold": 0.5, "min_score": 0.0, "iou": 0.80, "empty_frame_accuracy": 0.60},
+        {"threshold": 0.4, "min_score": 0.8, "iou": 0.74, "empty_frame_accuracy": 0.98},
+        {"threshold": 0.5, "min_score": 0.9, "iou": 0.70, "empty_frame_accuracy": 1.00},
+    ]
+    assert ship.choose(rows, 0.97)["min_score"] == 0.8
+    assert ship.choose(rows, 0.99)["min_score"] == 0.9
+    # nobody meets the target: the best IoU + empty-frame accuracy
+    assert ship.choose(rows, 1.01)["min_score"] == 0.8
