@@ -18,6 +18,7 @@ from needletrack.models.resnet import BasicBlock, Bottleneck  # shared with the 
 
 VGG16_LAYOUT = (2, 2, 3, 3, 3)          # convs per block
 VGG16_WIDTHS = (64, 128, 256, 512, 512)  # channels per block at width multiplier 1
+PRIOR_LOGIT = -3.9                       # log(0.02 / 0.98): the initial needle probability of every pixel
 
 
 def scaled(widths: Sequence[int], mult: float, minimum: int = 2) -> list[int]:
@@ -85,6 +86,14 @@ class BaselineNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 0.0 if getattr(m, "zero_init", False) else 1.0)
                 nn.init.zeros_(m.bias)
+        # The logit layers (one output channel): He fan-out init would give them std sqrt(2) per weight, i.e.
+        # logits of several units at the start and a BCE that first has to undo them. Start them small, with
+        # the bias at the needle's prior instead (a needle covers ~2 % of a frame; as in RetinaNet's heads).
+        for m in self.modules():
+            if type(m) is nn.Conv2d and m.out_channels == 1:
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, PRIOR_LOGIT)
 
     @staticmethod
     def _to_size(logit: torch.Tensor, size) -> torch.Tensor:
