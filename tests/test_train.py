@@ -75,6 +75,25 @@ def test_resume_equals_uninterrupted(toy, tmp_path):
     assert la == lb and len(la) == 4
 
 
+def test_weight_average_resumes_exactly_and_is_what_gets_saved(toy, tmp_path):
+    from needletrack.models.weights import load_model
+
+    cfg = tiny_cfg(toy, val={"root": str(toy), "every": 0}, ema=0.9)
+    train(cfg, tmp_path / "a", device="cpu", progress=False)
+    train(cfg, tmp_path / "b", device="cpu", progress=False, stop_after=2)
+    train(cfg, tmp_path / "b", device="cpu", progress=False, resume=True)
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for k, v in a["ema"].items():
+        assert torch.equal(v, b["ema"][k]), k
+    # the average lags the raw weights, and it is the average that is saved and validated
+    raw, avg = a["model"], a["ema"]
+    moved = [k for k in raw if raw[k].is_floating_point() and not torch.equal(raw[k], avg[k])]
+    assert moved
+    last = load_model(str(tmp_path / "a" / "last.safetensors")).state_dict()
+    assert all(torch.equal(last[k], avg[k]) for k in moved)
+
+
 def test_cli_train_and_bad_input(toy, tmp_path, capsys):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_cfg(toy, steps=2, val={"root": str(toy), "every": 0})))

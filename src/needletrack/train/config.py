@@ -40,6 +40,8 @@ DEFAULTS: dict = {
     },
     "loss": {},                 # LossConfig fields (bce, bootstrap_bce, dice weights, ...)
     "grad_clip": 1.0,           # max global gradient norm; null/0 = off
+    "ema": None,                # decay of an exponential moving average of the weights (e.g. 0.998); null = off.
+                                # when on, validation and the best/last weights use the average
     "amp": "auto",              # auto (bf16 on CUDA, off on CPU) | bf16 | off
     "freeze_bn": None,          # null = the model config's freeze_bn; true = BatchNorm stats and affine frozen
     "detach_memory": False,     # stop gradients through predictions written to memory
@@ -144,6 +146,8 @@ def validate(cfg: dict) -> None:
         bad(f"amp must be auto, bf16 or off, got {cfg['amp']!r}")
     if cfg["grad_clip"] is not None and float(cfg["grad_clip"]) < 0:
         bad("grad_clip must be >= 0 or null")
+    if cfg["ema"] is not None and not 0.0 < float(cfg["ema"]) < 1.0:
+        bad("ema must be a decay in (0, 1) or null")
     v = cfg["val"]
     if not isinstance(v["every"], int) or v["every"] < 0:
         bad("val.every must be an integer >= 0")

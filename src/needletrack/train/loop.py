@@ -282,6 +282,7 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
         if state["config"].get("steps") != cfg["steps"]:
             say(f"total steps changed from {state['config'].get('steps')} to {cfg['steps']} on resume")
         cfg_saved = dict(state["config"], steps=cfg["steps"])
+        cfg_saved.setdefault("ema", None)          # checkpoints written before the weight average existed
         if cfg_saved != cfg:
             say("config differs from the checkpoint's; continuing with the checkpoint's settings")
         cfg = cfg_saved
@@ -312,6 +313,9 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     opt = make_optimizer(model, cfg["optim"])
+    # weight average (small CPU batches make single weights noisy): validated, saved and shipped when on
+    ema = WeightAverage(model, float(cfg["ema"])) if cfg["ema"] else None
+    shown = ema.model if ema is not None else model
     loss_cfg = LossConfig.from_dict(cfg["loss"])
     total = int(cfg["steps"])
     start = 0
@@ -322,6 +326,8 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.model.load_state_dict(state["ema"])
         start = int(state["step"])
         best = json.loads(state["best"])
         train_rows = json.loads(state["train_rows"])
@@ -392,7 +398,7 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     def validate_and_save(step: int, final: bool) -> None:
         nonlocal best
         if main:
-            res = evaluate_model(model, val_set, cfg["val"], dev, autocast_dtype=amp_dtype)
+            res = evaluate_model(shown, val_set, cfg["val"], dev, autocast_dtype=amp_dtype)
             set_train_mode(model, freeze_bn)
             ov = res["overall"]
             row = {"step": step, **{k: ov.get(k) for k in VAL_COLS if k != "step"}}
@@ -410,7 +416,7 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
             say(msg + (" (" + ", ".join(extra) + ")" if extra else ""))
             if ov["iou"] > best["iou"]:
                 best = {"step": step, "iou": ov["iou"], "metrics": res}
-                save_weights(model, out / "best.safetensors", _weights_meta(cfg, step, res))
+                save_weights(shown, out / "best.safetensors", _weights_meta(cfg, step, res))
             extra_cols = sorted({k for r in val_rows for k in r} - set(VAL_COLS))
             _write_csv(out / "val_log.csv", VAL_COLS + extra_cols, val_rows)
             plot_val_curve(out / "val_curve.png", val_rows, train_rows,
@@ -423,12 +429,13 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
             save_checkpoint(out / CKPT, {
                 "format": "needletrack-train-1", "step": step, "config": cfg,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "ema": ema.model.state_dict() if ema is not None else None,
                 "schedule": {"lr": lr_at(max(0, step - 1)), "step": step},
                 "rng": rngs, "best": json.dumps(best, default=_jd), "train_rows": json.dumps(train_rows, default=_jd),
                 "val_rows": json.dumps(val_rows, default=_jd), "world_size": dist.world_size,
                 "wall_time": wall_before + time.time() - t_start,
             })
-            save_weights(model, out / "last.safetensors", _weights_meta(cfg, step, None))
+            save_weights(shown, out / "last.safetensors", _weights_meta(cfg, step, None))
         D.barrier(dist)
 
     # --- loop --------------------------------------------------------------------------------------------
@@ -476,6 +483,8 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
                   else torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
             opt.step()
             step += 1
+            if ema is not None:
+                ema.update(model, step)
             t_now = time.time()
             acc["n"] += 1
             acc["loss"] += float(loss.detach())
@@ -556,6 +565,30 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
             say(f"stopped at step {step}/{total} ({stopped or 'stop-after'}); continue with --resume")
     D.barrier(dist)
     return summary
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters (buffers, e.g. BatchNorm statistics, copied).
+
+    ``avg = decay * avg + (1 - decay) * w`` after every optimiser step, with the decay warmed up as
+    ``min(decay, (1 + step) / (10 + step))`` so the average is not dominated by the starting weights (the
+    global step, so that a resumed run continues exactly)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        for a, w in zip(self.model.parameters(), model.parameters()):
+            a.lerp_(w.detach(), 1.0 - d)
+        for a, b in zip(self.model.buffers(), model.buffers()):
+            a.copy_(b)
 
 
 def weights_digest(model: nn.Module, buffers: bool = False) -> str:
