@@ -26,12 +26,16 @@ CANDIDATES = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.78, 0.8, 0.82, 0.85, 0.9)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 
 
-def validation_split(sequences: int, frames: int, size: int, seed: int, presets):
+def validation_split(sequences: int, frames: int, sizes, seed: int, presets):
+    """Simulated sequences, presets and frame sizes cycled (frames larger than the model's input are resized
+    by the tracker, as real scanner frames are); those whose first frame shows no needle are dropped."""
     from needletrack.sim import simulate_sequence
 
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     out = []
     for i in range(sequences):
         preset = presets[i % len(presets)]
+        size = sizes[(i // len(presets)) % len(sizes)]
         seq = [(f, m) for f, m, _ in simulate_sequence(frames, size=size, preset=preset, seed=seed + i)]
         if seq[0][1].any():
             out.append((preset, seq))
@@ -86,7 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--provenance", default=None, help="a training run's summary.json to record")
     ap.add_argument("--sequences", type=int, default=24)
     ap.add_argument("--frames", type=int, default=50)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 448],
+                    help="simulated frame sizes, cycled over the sequences (default: 256 448)")
     ap.add_argument("--seed", type=int, default=900000)
     ap.add_argument("--empty-target", type=float, default=0.97)
     args = ap.parse_args(argv)
@@ -98,7 +103,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     model = load_model(args.weights).eval()
     _, meta = read_metadata(args.weights)
-    split = validation_split(args.sequences, args.frames, args.size, args.seed, ["clinical", "hard", "easy"])
+    split = validation_split(args.sequences, args.frames, args.sizes, args.seed, ["clinical", "hard", "easy"])
     frames = track_split(model, split)
     rows = []
     for t in THRESHOLDS:
@@ -111,7 +116,7 @@ def main(argv=None) -> int:
     best = choose(rows, args.empty_target)
     meta = dict(meta)
     meta["tracker"] = {"threshold": best["threshold"], "min_score": best["min_score"]}
-    meta["tracker_tuning"] = {"split": {"sequences": len(split), "frames": args.frames, "size": args.size,
+    meta["tracker_tuning"] = {"split": {"sequences": len(split), "frames": args.frames, "sizes": args.sizes,
                                         "seed": args.seed}, "rule": f"best IoU with empty-frame acc >= "
                               f"{args.empty_target}", "candidates": rows}
     if args.provenance:
