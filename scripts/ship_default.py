@@ -6,8 +6,8 @@ provenance in its metadata.
         --provenance runs/default_cpu/summary.json
 
 Validation split: simulator seeds 900000 and up (the training configs' validation seeds; test sets use other
-seeds), presets clinical/hard/easy in turn. The split is tracked once from each sequence's first mask with the
-gate off and the probability maps kept; each candidate (mask `threshold`, `min_score`) pair is then scored
+seeds), presets clinical/hard/easy/clinical on real backgrounds in turn, frames of 256 and 448 px. The split
+is tracked once from each sequence's first mask with the gate off and the probability maps kept; each candidate (mask `threshold`, `min_score`) pair is then scored
 with the DESIGN §3 metrics by re-thresholding the maps and emptying the frames whose score (mean probability
 inside the mask) falls below `min_score`. (Under a candidate the tracker would also write slightly different
 masks to its memory, so candidates are scored approximately; the chosen pair is then measured exactly by
@@ -26,19 +26,24 @@ CANDIDATES = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.78, 0.8, 0.82, 0.85, 0.9)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 
 
-def validation_split(sequences: int, frames: int, sizes, seed: int, presets):
+def validation_split(sequences: int, frames: int, sizes, seed: int, presets, backgrounds=None):
     """Simulated sequences, presets and frame sizes cycled (frames larger than the model's input are resized
-    by the tracker, as real scanner frames are); those whose first frame shows no needle are dropped."""
-    from needletrack.sim import simulate_sequence
+    by the tracker, as real scanner frames are); those whose first frame shows no needle are dropped.
+    A preset named ``NAME+real`` draws that preset's needle on the real ``backgrounds`` (skipped without them)."""
+    from needletrack.sim import load_backgrounds, simulate_sequence
 
     sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+    bgs = load_backgrounds(backgrounds) if backgrounds and Path(backgrounds, "images").is_dir() else None
+    presets = [p for p in presets if not p.endswith("+real") or bgs]
     out = []
     for i in range(sequences):
-        preset = presets[i % len(presets)]
+        name = presets[i % len(presets)]
+        preset = name.split("+")[0]
         size = sizes[(i // len(presets)) % len(sizes)]
-        seq = [(f, m) for f, m, _ in simulate_sequence(frames, size=size, preset=preset, seed=seed + i)]
+        seq = [(f, m) for f, m, _ in simulate_sequence(frames, size=size, preset=preset, seed=seed + i,
+                                                         backgrounds=bgs if name.endswith("+real") else None)]
         if seq[0][1].any():
-            out.append((preset, seq))
+            out.append((name, seq))
     return out
 
 
@@ -94,6 +99,9 @@ def main(argv=None) -> int:
                     help="simulated frame sizes, cycled over the sequences (default: 256 448)")
     ap.add_argument("--seed", type=int, default=900000)
     ap.add_argument("--empty-target", type=float, default=0.97)
+    ap.add_argument("--backgrounds", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
+                                                 "us_backgrounds"),
+                    help="real ultrasound images for the clinical+real part of the split ('' to leave it out)")
     args = ap.parse_args(argv)
 
     import torch
@@ -103,7 +111,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     model = load_model(args.weights).eval()
     _, meta = read_metadata(args.weights)
-    split = validation_split(args.sequences, args.frames, args.sizes, args.seed, ["clinical", "hard", "easy"])
+    split = validation_split(args.sequences, args.frames, args.sizes, args.seed,
+                             ["clinical", "hard", "easy", "clinical+real"], args.backgrounds)
     frames = track_split(model, split)
     rows = []
     for t in THRESHOLDS:
@@ -117,6 +126,7 @@ def main(argv=None) -> int:
     meta = dict(meta)
     meta["tracker"] = {"threshold": best["threshold"], "min_score": best["min_score"]}
     meta["tracker_tuning"] = {"split": {"sequences": len(split), "frames": args.frames, "sizes": args.sizes,
+                                        "presets": sorted({name for name, _ in split}),
                                         "seed": args.seed}, "rule": f"best IoU with empty-frame acc >= "
                               f"{args.empty_target}", "candidates": rows}
     if args.provenance:
