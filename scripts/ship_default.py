@@ -7,13 +7,14 @@ provenance in its metadata.
 
 Validation split: simulator seeds 900000 and up (the training configs' validation seeds; test sets use other
 seeds), presets clinical/hard/easy/clinical on real backgrounds in turn, frames of 256 and 448 px. The split
-is tracked once from each sequence's first mask with the gate off and the probability maps kept; each candidate (mask `threshold`, `min_score`) pair is then scored
-with the DESIGN §3 metrics by re-thresholding the maps and emptying the frames whose score (mean probability
-inside the mask) falls below `min_score`. (Under a candidate the tracker would also write slightly different
-masks to its memory, so candidates are scored approximately; the chosen pair is then measured exactly by
-benchmarks/eval_simulated.py on separate test seeds.) The rule: the best pooled IoU among the pairs whose
-empty-frame accuracy reaches --empty-target (0.97 by default: a phantom needle on an empty frame is the worse
-error, and the product's bar is 0.95); if none does, the best IoU + empty-frame accuracy.
+is tracked once from each sequence's first mask with the gate off and the probability maps kept; each
+candidate (mask `threshold`, `min_score`) pair is then scored with the DESIGN §3 metrics by re-thresholding
+the maps and emptying the frames whose score (mean probability inside the mask) falls below `min_score`.
+(Under a candidate the tracker would also write slightly different masks to its memory, so candidates are
+scored approximately; the chosen pair is then measured exactly by benchmarks/eval_simulated.py on separate
+test seeds.) The rule: the best pooled IoU among the pairs whose empty-frame accuracy reaches --empty-target
+(0.97 by default: a phantom needle on an empty frame is the worse error, and the product's bar is 0.95); if
+none does, the best IoU + empty-frame accuracy.
 """
 from __future__ import annotations
 
