@@ -12,9 +12,11 @@ candidate (mask `threshold`, `min_score`) pair is then scored with the DESIGN §
 the maps and emptying the frames whose score (mean probability inside the mask) falls below `min_score`.
 (Under a candidate the tracker would also write slightly different masks to its memory, so candidates are
 scored approximately; the chosen pair is then measured exactly by benchmarks/eval_simulated.py on separate
-test seeds.) The rule: the best pooled IoU among the pairs whose empty-frame accuracy reaches --empty-target
-(0.97 by default: a phantom needle on an empty frame is the worse error, and the product's bar is 0.95); if
-none does, the best IoU + empty-frame accuracy.
+test seeds.) The rule: the best pooled IoU. Pooled IoU already counts a phantom needle on an empty frame as
+false-positive pixels and a hidden needle as missed ones, so it weighs the two errors by their size in the
+image; a hard floor on empty-frame accuracy (--empty-target, off by default) made the gate hide true needles
+on the real-background and 448-px sequences, where the model is less confident (a steep cliff above min_score
+0.85), and the product is checked on real footage. Ties go to the higher empty-frame accuracy.
 """
 from __future__ import annotations
 
@@ -99,7 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 448],
                     help="simulated frame sizes, cycled over the sequences (default: 256 448)")
     ap.add_argument("--seed", type=int, default=900000)
-    ap.add_argument("--empty-target", type=float, default=0.97)
+    ap.add_argument("--empty-target", type=float, default=0.0,
+                    help="only consider pairs with at least this empty-frame accuracy (default: no floor)")
     ap.add_argument("--backgrounds", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
                                                  "us_backgrounds"),
                     help="real ultrasound images for the clinical+real part of the split ('' to leave it out)")
@@ -128,8 +131,8 @@ def main(argv=None) -> int:
     meta["tracker"] = {"threshold": best["threshold"], "min_score": best["min_score"]}
     meta["tracker_tuning"] = {"split": {"sequences": len(split), "frames": args.frames, "sizes": args.sizes,
                                         "presets": sorted({name for name, _ in split}),
-                                        "seed": args.seed}, "rule": f"best IoU with empty-frame acc >= "
-                              f"{args.empty_target}", "candidates": rows}
+                                        "seed": args.seed}, "rule": "best pooled IoU" + (
+                                  f" with empty-frame acc >= {args.empty_target}" if args.empty_target else ""), "candidates": rows}
     if args.provenance:
         prov = json.loads(Path(args.provenance).read_text())
         meta["training"] = {k: prov.get(k) for k in ("command", "seed", "steps", "total_steps", "wall_time_s",
