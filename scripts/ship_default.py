@@ -64,20 +64,19 @@ def track_split(model, split) -> list:
 
 
 def score(frames, min_score: float, threshold: float = 0.5, min_area: int | None = None) -> dict:
-    """The DESIGN §3 metrics of the kept maps under one (threshold, min_score) pair, the tracker's rule."""
+    """The DESIGN §3 metrics of the kept maps under one (threshold, min_score) pair, by the tracker's own rule."""
     import numpy as np
 
     from needletrack.eval.metrics import MetricAccumulator
+    from needletrack.track.tracker import gate_prediction
 
     acc = MetricAccumulator()
     for prob, gt, first in frames:
         if first:
             pred = gt
         else:
-            pred = prob >= threshold
-            area = int(pred.sum())
-            floor = min_area if min_area is not None else max(4, int(round(2e-4 * pred.size)))
-            if area < floor or float(prob[pred].astype(np.float32).mean()) < min_score:
+            pred, _, visible = gate_prediction(prob, threshold, min_score, min_area)
+            if not visible:
                 pred = np.zeros_like(pred)
         acc.update(pred, gt, first=first)
     return acc.result()

@@ -238,26 +238,20 @@ class Tracker:
         return res
 
     # ------------------------------------------------------------------------------------------------------
-    def _min_area(self) -> int:
-        if self.min_area_px is not None:
-            return int(self.min_area_px)
-        h, w = self.frame_hw
-        return max(4, int(round(2e-4 * h * w)))
-
     def _finish(self, img, prob: np.ndarray, source: str, given_mask=None) -> TrackResult:
         from needletrack.geometry import needle_from_mask
 
         i = self.frame_index
         prob = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
-        mask = given_mask if given_mask is not None else prob >= self.threshold
-        area = int(mask.sum())
-        visible = area >= (1 if given_mask is not None else self._min_area())
-        score = float(prob[mask].mean()) if visible else 0.0
-        if visible and given_mask is None and score < self.min_score:
-            visible = False
+        if given_mask is not None:
+            mask = given_mask
+            visible = bool(mask.any())
+            score = float(prob[mask].mean()) if visible else 0.0
+        else:
+            mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
+        area = int(mask.sum()) if visible else 0
         if not visible:
             mask = np.zeros_like(mask, dtype=bool)
-            area = 0
             score = 0.0
         geo = needle_from_mask(mask, entry_side=self.entry_side) if visible else None
         if geo is not None and self.entry_side is None:
@@ -282,6 +276,19 @@ class Tracker:
         return TrackResult(frame_index=i, mask=mask, prob=prob, visible=visible, score=score, tip=tip, tail=tail,
                            angle_deg=angle, path=path, raw_tip=raw_tip, raw_tail=raw_tail, area_px=area,
                            source=source, memory_frames=self.memory.frames)
+
+
+def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,
+                    min_area_px: int | None = None) -> tuple[np.ndarray, float, bool]:
+    """The tracker's rule from a probability map to a needle mask: pixels at or above ``threshold``; the
+    needle counts as visible when that mask covers at least ``min_area_px`` (default: 2e-4 of the frame, at
+    least 4 px) and its mean probability (the score) reaches ``min_score``. Returns (mask, score, visible);
+    the caller empties the mask when not visible."""
+    mask = prob >= threshold
+    floor = int(min_area_px) if min_area_px is not None else max(4, int(round(2e-4 * prob.size)))
+    visible = int(mask.sum()) >= floor
+    score = float(prob[mask].mean(dtype=np.float32)) if visible else 0.0
+    return mask, score, visible and score >= min_score
 
 
 def predicted_path(tip, tail, frame_hw) -> np.ndarray | None:
