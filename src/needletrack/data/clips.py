@@ -157,7 +157,14 @@ class Stage0Clips:
     def __init__(self, folder: str | os.PathLike, p_nonempty: float = 0.85, max_rotate_deg: float = 3.0,
                  max_shift: float = 0.04, max_scale: float = 0.03, elastic: float = 0.03):
         self.folder = Path(folder)
+        from needletrack.data.splits import SPLITS, split_file
+
         self.pairs = _list_image_pairs(self.folder)
+        # the shared backgrounds: only their train split (held-out groups and val/test images never train)
+        known = {n for s in SPLITS for n in split_file()["us_backgrounds"][s]}
+        if any(p[0].stem in known for p in self.pairs):
+            train = set(split_file()["us_backgrounds"]["train"])
+            self.pairs = [p for p in self.pairs if p[0].stem in train]
         if not self.pairs:
             raise InputError("no images for stage-0 pseudo-clips", self.folder)
         self.p_nonempty = p_nonempty
@@ -246,9 +253,11 @@ class SimClips:
 
     def _bg(self):
         if self._backgrounds is None:
+            from needletrack.data.splits import filter_backgrounds
             from needletrack.sim import load_backgrounds
 
-            self._backgrounds = load_backgrounds(self.backgrounds_dir)
+            # only the harness's train split of the shared backgrounds (a user's own folder is used whole)
+            self._backgrounds = filter_backgrounds(load_backgrounds(self.backgrounds_dir), "train")
         return self._backgrounds
 
     def sample(self, rng: np.random.Generator, size, n_frames: int) -> Clip:

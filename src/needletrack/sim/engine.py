@@ -27,6 +27,7 @@ from needletrack.sim.needle import (
 from needletrack.sim.overlay import make_overlay
 
 _GRIDS: dict = {}
+NEEDLE_MODES = ("moving", "still", "absent")
 
 
 def _u(rng, r) -> float:
@@ -64,7 +65,10 @@ class SequenceSimulator:
     """Iterator over ``(frame_u8, mask_bool, needle_dict)`` of one simulated sequence; ``.meta`` holds
     the sequence's meta.json content. Built by :func:`simulate_sequence`."""
 
-    def __init__(self, n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None):
+    def __init__(self, n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None,
+                 needle: str = "moving"):
+        if needle not in NEEDLE_MODES:
+            raise ValueError(f"needle must be one of {', '.join(NEEDLE_MODES)}, got {needle!r}")
         if int(n_frames) < 1:
             raise ValueError("n_frames must be >= 1")
         self.n = int(n_frames)
@@ -224,6 +228,10 @@ class SequenceSimulator:
         self.motion = make_motion(rng, cfg, n_src, fps, s_target_px * sp, s0, self.slab)
         if first:  # the first frame shows the needle: start inside the slab
             self.motion.elevation -= self.motion.elevation[0] * (abs(self.motion.elevation[0]) > 0.5 * self.slab)
+        if needle == "still":      # the tip holds where it starts (tremor, probe drift and elevation wander stay)
+            self.motion.s_tip[:] = self.motion.s_tip[0]
+        elif needle == "absent":   # the needle never reaches the image: a needle-free sequence of the same scene
+            self.motion.s_tip[:] = -1e4
         self.drag_sigma = rng.uniform(1.5, 4.0) / sp
         self.decor = self.motion.mix
         self.frame_idx = 0
@@ -578,14 +586,17 @@ class SequenceSimulator:
         return pw_roi, ((sya, H, sxa, sxb), shade), float(np.median(inc))
 
 
-def simulate_sequence(n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None):
+def simulate_sequence(n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None,
+                      needle: str = "moving"):
     """Iterator over ``(frame_u8 HxW, mask_bool HxW, needle_dict)`` for one simulated sequence.
 
     ``size``: int or (H, W). ``preset``: "easy" | "clinical" | "hard" or a :class:`SimConfig`.
     ``backgrounds``: None (synthetic anatomy), a folder, or the list from :func:`load_backgrounds`.
     ``frame_step``: output every k-th source frame (25 fps); None draws it from the preset.
+    ``needle``: "moving" (the insertion plan), "still" (the tip holds at its first position: drift tests) or
+    "absent" (no needle ever enters: needle-free negatives with the same anatomy and motion).
     Deterministic given ``seed``; never touches global RNG state. The returned iterator has ``.meta``
     (the sequence's meta.json: fps, pixel spacing, ...).
     """
     return SequenceSimulator(n_frames, size=size, preset=preset, seed=seed, backgrounds=backgrounds,
-                             frame_step=frame_step)
+                             frame_step=frame_step, needle=needle)
