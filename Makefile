@@ -7,12 +7,21 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q $(TORCH_PIN) -e ".[test]"
+# torch: the CPU build (PyTorch's CPU index, else a local CPU wheel pip is configured with; never CUDA
+# unless NEEDLETRACK_ALLOW_CUDA_TORCH=1), see scripts/install_torch.py.
+$(STAMP): pyproject.toml scripts/install_torch.py
+	@test -x $(BIN)/python || { echo "make: creating the virtual environment $(VENV) with $(PY) ..."; $(PY) -m venv $(VENV); }
+	@echo "make: upgrading pip in $(VENV) ..."
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python scripts/install_torch.py $(TORCH_PIN)
+	@# the distribution was called `needletrack` before it became `needletrack-us`: drop an old install
+	@if $(BIN)/python -m pip show -q needletrack >/dev/null 2>&1; then \
+	  echo "make: removing the old 'needletrack' install (now 'needletrack-us') ..."; \
+	  $(BIN)/python -m pip uninstall -q -y needletrack; fi
+	@echo "make: installing needletrack (editable) and its dependencies (numpy, opencv, onnxruntime, av, ...: ~150 MB on a fresh venv) ..."
+	$(BIN)/python -m pip install --progress-bar on $(TORCH_PIN) -e ".[test]"
 	@touch $(STAMP)
+	@echo "make: $(VENV) is ready"
 
 venv: $(STAMP)
 

@@ -42,10 +42,12 @@ from typing import Callable
 import numpy as np
 
 from needletrack.errors import InputError, NeedletrackError
+from needletrack.resources import data_path, source_root
 from needletrack.utils import atomic_path, write_json_atomic, write_text_atomic
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = REPO_ROOT / "configs" / "tables"
+# relative data paths of a config resolve against the repository (an installed wheel: the working directory)
+REPO_ROOT = source_root() or Path.cwd()
+CONFIG_DIR = data_path("configs", "tables")
 SCALES = ("micro", "quick", "full")
 TABLE_TITLES = {
     1: "Table 1 — depth of the C&T encoder's blocks (flow window 9×9)",

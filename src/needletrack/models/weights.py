@@ -3,9 +3,10 @@
 Metadata keys: ``needletrack_config`` (ModelConfig.to_dict() as JSON), ``needletrack_format`` ("1"),
 ``needletrack_meta`` (free JSON given to save_model: training step, data, metrics...).
 Names (no path separator, no .safetensors suffix) resolve to ``<weights dir>/<name>.safetensors`` where the
-weights dir is ``$NEEDLETRACK_WEIGHTS_DIR`` or the repository's ``weights/`` (found from this package's
-location). ``"default"`` is the shipped tracker. A preset name with no weights file gives an error that
-says how to train one; ``load_model(..., allow_random=True)`` builds it untrained instead.
+weights dir is ``$NEEDLETRACK_WEIGHTS_DIR``, else the repository's ``weights/`` in a source checkout, else the
+installed package's copy of the shipped weights (``needletrack/_data/weights``, see ``needletrack.resources``).
+``"default"`` is the shipped tracker. A preset name with no weights file gives an error that says how to train
+one; ``load_model(..., allow_random=True)`` builds it untrained instead.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def weights_dir() -> Path:
     env = os.environ.get("NEEDLETRACK_WEIGHTS_DIR")
     if env:
         return Path(env)
-    # src/needletrack/models/weights.py -> repo root is parents[3]
-    return Path(__file__).resolve().parents[3] / "weights"
+    from needletrack.resources import data_path
+
+    return data_path("weights")
 
 
 def resolve_weights(name_or_path: str | os.PathLike) -> Path:
