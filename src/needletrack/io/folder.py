@@ -47,6 +47,12 @@ def read_image_u8(path: Path, rgb: bool = False) -> np.ndarray:
     return img
 
 
+def _check_inside(path: Path) -> None:
+    """Refuse a file that is a link leading out of its own folder."""
+    if path.is_symlink() and path.resolve().parent != path.parent.resolve():
+        raise InputError("is a link that leads out of the folder; only files in the folder are read", path)
+
+
 class FolderCine(Cine):
     format = "folder"
 
@@ -62,6 +68,8 @@ class FolderCine(Cine):
         self._paths = list_images(folder)
         if not self._paths:
             raise InputError("folder holds no images (.png .jpg .bmp .tif)", folder)
+        for p in self._paths:
+            _check_inside(p)
         self.names = [p.name for p in self._paths]
         self.frames = len(self._paths)
         self._check_sizes()
@@ -94,6 +102,7 @@ class FolderCine(Cine):
     def _read_meta(self, meta_path: Path) -> None:
         if not meta_path.exists():
             return
+        _check_inside(meta_path)
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:

@@ -1,4 +1,10 @@
-"""MP4 / AVI / MKV / MOV via PyAV: exact per-frame timestamps from the stream's presentation times."""
+"""MP4 / AVI / MKV / MOV via PyAV: exact per-frame timestamps from the stream's presentation times.
+
+Only ordinary video containers are opened (``VIDEO_FORMATS``, passed to FFmpeg as its ``format_whitelist``, and
+only the local ``file`` protocol): FFmpeg would otherwise follow what a file names inside it (an HLS playlist
+or an ``ffconcat`` list saved as ``.mp4`` names other files, local or remote). Such files are refused before
+FFmpeg reads past the header probe.
+"""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -10,6 +16,11 @@ from needletrack.errors import InputError
 from needletrack.io.base import Cine
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
+# FFmpeg demuxers allowed to open a cine: containers that hold their own frames (no playlists, concat lists,
+# image sequences or network protocols). MOV/MP4 external data references stay off (FFmpeg's default).
+VIDEO_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "avi", "matroska", "webm", "mpeg", "mpegts",
+                 "mpegvideo", "asf", "m4v", "h264", "hevc")
+_OPEN_OPTIONS = {"format_whitelist": ",".join(VIDEO_FORMATS), "protocol_whitelist": "file"}
 
 
 def _av_errors():
@@ -18,13 +29,22 @@ def _av_errors():
     return (av.FFmpegError, EOFError, ValueError, IndexError, OSError)
 
 
+def _open(path):
+    """``av.open`` limited to the allowed containers; raises InputError for anything else."""
+    import av
+
+    try:
+        return av.open(str(path), options=dict(_OPEN_OPTIONS))
+    except av.ArgumentError:   # EINVAL: FFmpeg recognised a format that is not on the list
+        raise InputError("not a video container (playlists, concat lists and other formats that name further "
+                         "files are not read)", path) from None
+
+
 class VideoCine(Cine):
     def __init__(self, path: Path, rgb: bool = False):
         super().__init__(path, rgb)
-        import av
-
         try:
-            container = av.open(str(path))
+            container = _open(path)
         except _av_errors() as e:
             raise InputError(f"not a readable video (truncated, corrupt or not a video: {_short(e)})", path) from None
         try:
@@ -76,7 +96,7 @@ class VideoCine(Cine):
         import av
 
         try:
-            container = av.open(str(self.path))
+            container = _open(self.path)
         except _av_errors() as e:
             raise InputError(f"not a readable video ({_short(e)})", self.path) from None
         fmt = "rgb24" if self.rgb else "gray"
