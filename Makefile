@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml scripts/install_torch.py
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python scripts/install_torch.py $(TORCH_PIN)
 	@# the distribution was called `needletrack` before it became `needletrack-us`: drop an old install
-	@if $(BIN)/python -m pip show -q needletrack >/dev/null 2>&1; then \
+	@if ls -d $(VENV)/lib/python*/site-packages/needletrack-[0-9]*.dist-info >/dev/null 2>&1; then \
 	  echo "make: removing the old 'needletrack' install (now 'needletrack-us') ..."; \
 	  $(BIN)/python -m pip uninstall -q -y needletrack; fi
+	@rm -rf src/needletrack.egg-info
 	@echo "make: installing needletrack (editable) and its dependencies (numpy, opencv, onnxruntime, av, ...: ~150 MB on a fresh venv) ..."
 	$(BIN)/python -m pip install --progress-bar on $(TORCH_PIN) -e ".[test]"
 	@touch $(STAMP)
