@@ -64,7 +64,8 @@ class GatedTracker:
 
 
 def make_client(tracker, **cfg) -> TestClient:
-    return TestClient(create_app(tracker, config=WebConfig(**cfg), model_label="stnan_tiny (test)"))
+    return TestClient(create_app(tracker, config=WebConfig(**cfg), model_label="stnan_tiny (test)"),
+                      base_url="http://localhost")     # the server answers only to the names it serves
 
 
 def upload(c, data: bytes, name: str = "loop.mp4"):
@@ -291,7 +292,7 @@ def test_text_file_named_mp4_is_refused(tiny_tracker):
         assert r.status_code == 400
         d = one_line(r.json()["detail"])
         assert d.startswith("notes.mp4: ") and "video" in d
-        assert c.get("/api/jobs").json() == []
+        assert c.app.state.manager.list() == []
         assert list(c.app.state.manager.root.iterdir()) == []       # nothing left behind
 
 
@@ -329,7 +330,7 @@ def test_upload_too_large(tiny_tracker, mp4_bytes):
         r = c.post("/api/jobs", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
         assert r.status_code == 413
         one_line(r.json()["detail"])
-        assert c.get("/api/jobs").json() == []
+        assert c.app.state.manager.list() == []
         # a small file still goes through under the same limit
         assert upload(c, mp4_bytes).status_code == 201
 
@@ -395,7 +396,7 @@ def test_failed_run_reports_one_line(tiny_tracker, mp4_bytes):
 
 def test_job_limit_evicts_idle_and_refuses_when_busy(tiny_tracker, mp4_bytes):
     gated = GatedTracker(tiny_tracker)
-    with make_client(gated, max_jobs=2) as c:
+    with make_client(gated, max_jobs=2, evict_idle_s=0) as c:     # any idle job may make room
         root = c.app.state.manager.root
         a = upload(c, mp4_bytes).json()["id"]
         b = upload(c, mp4_bytes).json()["id"]

@@ -7,8 +7,13 @@ first frame (or choose automatic initialisation), track, watch the overlay and d
 Design:
 * one job per cine; a job lives in its own temporary folder under one root that is removed at shutdown;
 * jobs are tracked one at a time by a single worker thread (the Tracker is stateful and CPU-bound), so a
-  busy server queues instead of thrashing; the number of jobs kept is bounded, old finished ones are evicted,
-  idle ones expire;
+  busy server queues instead of thrashing; the number of jobs kept is bounded (admission holds a lock and
+  reserves its slot, so parallel uploads cannot overshoot), only jobs idle for ``evict_idle_s`` make room
+  (never queued or running ones, never fresh ones: the server answers 429 instead), idle ones expire;
+* a job is reachable only by whoever holds its id (128 random bits; there is no listing of jobs);
+* every request must name this server in its Host header (``allowed_hosts``: against DNS rebinding), and a
+  request that changes state (POST, DELETE, ...) is refused when the browser says it comes from another site
+  (``Origin`` / ``Sec-Fetch-Site``); clients that send neither (curl, scripts) are not affected;
 * uploads are bounded in bytes (checked while the body streams in, not after) and validated with the same
   cine readers as the CLI (``needletrack.io.open_cine``), so the page and ``needletrack track`` accept the
   same files and give the same one-line messages;
@@ -76,6 +81,10 @@ class WebConfig:
     sample_frames: int = 40           # the built-in simulated sample
     sample_size: int | None = None    # default: the model's input size (clamped to 64..512)
     sample_preset: str = "clinical"
+    evict_idle_s: float = 600.0       # when full, a job not queued/running and idle this long may make room
+    # Host header names served (DNS rebinding guard); IPv6 without brackets. serve-web sets them from --host
+    # and --allowed-host
+    allowed_hosts: tuple = ("localhost", "127.0.0.1", "::1")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -213,6 +222,7 @@ class JobManager:
             Path(parent).mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="needletrack-web-", dir=parent))
         self._jobs: dict[str, Job] = {}
+        self._pending = 0                  # slots reserved by uploads/samples still being validated
         self._lock = threading.RLock()
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -241,27 +251,38 @@ class JobManager:
 
     # ---------------------------------------------------------------------------------------------- jobs
     def _new_job_dir(self) -> tuple[str, Path]:
-        jid = secrets.token_hex(8)
+        jid = secrets.token_urlsafe(16)              # 128 random bits: the id is the only key to a job
         d = self.root / jid
         d.mkdir()
         return jid, d
 
-    def _make_room(self) -> None:
-        """Expire idle jobs; if the store is full, evict the least recently used inactive job."""
+    def _admit(self) -> None:
+        """Reserve a slot for a new job (released by :meth:`_add` or :meth:`_release`). Under the lock: expire
+        jobs idle past the TTL; if the store (jobs + reservations) is full, evict the least recently used job
+        that is neither queued/running nor touched within ``evict_idle_s``; if there is none, refuse (429)."""
         now = time.time()
         with self._lock:
+            if self._closed:
+                raise BusyError("the server is shutting down")
             for j in list(self._jobs.values()):
                 if j.status not in ACTIVE and now - j.touched > self.config.job_ttl_s:
                     self._remove(j)
                     self.stats["jobs_expired"] += 1
-            if len(self._jobs) < self.config.max_jobs:
-                return
-            idle = sorted((j for j in self._jobs.values() if j.status not in ACTIVE), key=lambda j: j.touched)
-            if not idle:
-                raise BusyError(f"the server is busy: {len(self._jobs)} jobs are queued or running "
-                                f"(limit {self.config.max_jobs}); try again when one has finished")
-            self._remove(idle[0])
-            self.stats["jobs_evicted"] += 1
+            while len(self._jobs) + self._pending >= self.config.max_jobs:
+                idle = sorted((j for j in self._jobs.values()
+                               if j.status not in ACTIVE and now - j.touched >= self.config.evict_idle_s),
+                              key=lambda j: j.touched)
+                if not idle:
+                    raise BusyError(f"the server is busy: it keeps {self.config.max_jobs} jobs and all are in use "
+                                    f"(queued, running or used in the last {self.config.evict_idle_s / 60:g} "
+                                    "min); try again later")
+                self._remove(idle[0])
+                self.stats["jobs_evicted"] += 1
+            self._pending += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def _remove(self, job: Job) -> None:
         job.cancel.set()
@@ -290,8 +311,12 @@ class JobManager:
         if suffix not in VIDEO_SUFFIXES + DICOM_SUFFIXES + MHA_SUFFIXES + ZIP_SUFFIXES:
             self.stats["uploads_rejected"] += 1
             raise InputError(f"unsupported file type '{suffix}'; expected {ACCEPTED}", name)
-        self._make_room()
-        jid, d = self._new_job_dir()
+        self._admit()
+        try:
+            jid, d = self._new_job_dir()
+        except OSError:
+            self._release()
+            raise
         dest = d / f"input{suffix}"
         job = Job(id=jid, kind="upload", name=name, dir=d, input_path=dest)
         try:
@@ -308,14 +333,20 @@ class JobManager:
                                  f"{self.config.max_upload_mb:g} MB", name)
             if suffix == ".zip":
                 job.input_path = self._unzip_frames(dest, d / "frames", name)
+            if suffix in MHA_SUFFIXES:        # the pixels must be in the upload itself (ElementDataFile = LOCAL)
+                from needletrack.io.mha import check_header
+
+                check_header(dest, allow_data_file=False)
             job.info = self._probe(job)
             job.info["bytes"] = size
         except NeedletrackError as e:
             shutil.rmtree(d, ignore_errors=True)
+            self._release()
             self.stats["uploads_rejected"] += 1
             raise InputError(self._clean(str(e), job)) from None
         except Exception as e:  # noqa: BLE001 - a reader choking on garbage: still a bad input, one line
             shutil.rmtree(d, ignore_errors=True)
+            self._release()
             self.stats["uploads_rejected"] += 1
             raise InputError(self._clean(f"cannot read the file as a cine ({type(e).__name__}: {e})", job),
                              name) from None
@@ -386,8 +417,12 @@ class JobManager:
             size = int(min(512, max(64, size)))
         if not 32 <= int(size) <= 1024:
             raise InputError("the sample size must be 32..1024 px")
-        self._make_room()
-        jid, d = self._new_job_dir()
+        self._admit()
+        try:
+            jid, d = self._new_job_dir()
+        except OSError:
+            self._release()
+            raise
         try:
             # the prompt needs a needle on the first frame: a seed whose insertion starts off-screen gives way
             # to the next one (the seed used is reported)
@@ -405,12 +440,14 @@ class JobManager:
                 w.add(frame, mask, needle)
             w.close()
             seq = read_sequence(d / "sample")
-        except Exception:
+            job = Job(id=jid, kind="sample", name=f"simulated sample (seed {seed})", dir=d,
+                      input_path=d / "sample")
+            job.gt = seq.mask
+            job.info = self._probe(job)
+        except BaseException:
             shutil.rmtree(d, ignore_errors=True)
+            self._release()
             raise
-        job = Job(id=jid, kind="sample", name=f"simulated sample (seed {seed})", dir=d, input_path=d / "sample")
-        job.gt = seq.mask
-        job.info = self._probe(job)
         needle0 = seq.needle[0] if seq.needle else {}
         if needle0.get("visible") and needle0.get("tip") and needle0.get("tail"):
             w, h = job.info["width"], job.info["height"]      # the shaft may enter from just outside the image
@@ -450,7 +487,9 @@ class JobManager:
         return info
 
     def _add(self, job: Job) -> None:
+        """Turn the slot reserved by :meth:`_admit` into the job."""
         with self._lock:
+            self._pending -= 1
             if self._closed:
                 shutil.rmtree(job.dir, ignore_errors=True)
                 raise BusyError("the server is shutting down")
@@ -718,6 +757,103 @@ class UploadLimitMiddleware:
             await self._send_413(send)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Host header (DNS rebinding) and cross-site state changes (pure ASGI, outermost: before anything is read)
+# --------------------------------------------------------------------------------------------------------------
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def split_host(value: str, default_port: int | None = None) -> tuple[str, int | None] | None:
+    """'name[:port]' / '[v6]:port' / 'v6' -> (lower-case name without brackets, port or default_port);
+    None when it is not a host."""
+    v = value.strip().lower()
+    if not v or any(c in v for c in " /\\@?#") or any(ord(c) < 33 or ord(c) > 126 for c in v):
+        return None
+    port: str | None = None
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            return None
+        name, rest = v[1:end], v[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    elif v.count(":") == 1:
+        name, port = v.split(":")
+    else:
+        name = v                        # a name, an IPv4 address or a bare IPv6 address
+    if not name:
+        return None
+    if port is not None:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            return None
+        return name, int(port)
+    return name, default_port
+
+
+class HostOriginGuard:
+    """* Host: must be one of ``allowed_hosts`` (any port), else 400 - a page on another site that rebinds its
+      name to this computer's address cannot talk to the server;
+    * state-changing methods (anything but GET/HEAD/OPTIONS): refused with 403 when ``Sec-Fetch-Site`` says
+      the request comes from another site, or ``Origin`` names another origin than the Host. Requests
+      without those headers (curl, scripts, tests) pass: browsers always send them on cross-site posts."""
+
+    def __init__(self, app, allowed_hosts):
+        self.app = app
+        names = set()
+        for h in allowed_hosts:
+            parsed = split_host(str(h))
+            if parsed is None:
+                raise ValueError(f"not a host name: {h!r}")
+            names.add(parsed[0])
+        self.allowed = frozenset(names)
+
+    @staticmethod
+    async def _refuse(send, status: int, detail: str) -> None:
+        import json
+
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"cache-control", b"no-store"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = {}
+        for k, v in scope.get("headers") or []:
+            if k in headers and k == b"host":
+                headers[k] = b""                  # two Host headers: refuse below
+                continue
+            headers.setdefault(k, v)
+        scheme_port = 443 if scope.get("scheme") in ("https", "wss") else 80
+        raw_host = headers.get(b"host", b"").decode("latin-1")
+        host = split_host(raw_host, scheme_port)
+        if host is None or host[0] not in self.allowed:
+            shown = raw_host[:80] if raw_host else "(none)"
+            await self._refuse(send, 400, f"Host {shown!r} is not served here; use "
+                                          f"{', '.join(sorted(self.allowed))} or start serve-web with "
+                                          "--allowed-host NAME")
+            return
+        if scope["type"] == "http" and scope.get("method", "GET").upper() not in SAFE_METHODS:
+            site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
+            if site and site not in ("same-origin", "none"):
+                await self._refuse(send, 403, f"cross-site request refused (Sec-Fetch-Site: {site[:40]})")
+                return
+            origin = headers.get(b"origin")
+            if origin is not None:
+                o = origin.decode("latin-1").strip()
+                scheme, sep, rest = o.partition("://")
+                parsed = split_host(rest, 443 if scheme.lower() == "https" else 80) if sep else None
+                if parsed is None or parsed != host:
+                    await self._refuse(send, 403, f"cross-origin request refused (Origin: {o[:80]})")
+                    return
+        await self.app(scope, receive, send)
+
+
 class TrackRequest(BaseModel):
     """First-frame prompt of a tracking run."""
 
@@ -788,6 +924,9 @@ def create_app(tracker=None, *, tracker_factory: Callable[[], Any] | None = None
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    # added last = outermost: a foreign Host or a cross-site post is refused before anything else runs
+    app.add_middleware(HostOriginGuard, allowed_hosts=tuple(cfg.allowed_hosts))
+
     def http_error(e: NeedletrackError) -> HTTPException:
         code = 404 if isinstance(e, NotFound) else 409 if isinstance(e, StateError) else \
             429 if isinstance(e, BusyError) else 400
@@ -854,10 +993,6 @@ def create_app(tracker=None, *, tracker_factory: Callable[[], Any] | None = None
             return manager.create_sample(req.frames, req.seed).public()
         except NeedletrackError as e:
             raise http_error(e) from None
-
-    @app.get("/api/jobs", tags=["jobs"], summary="List jobs")
-    def jobs():
-        return [{k: v for k, v in j.public().items() if k != "summary"} for j in manager.list()]
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"], summary="Job status, progress, cine info and summary")
     def job_status(job_id: str):

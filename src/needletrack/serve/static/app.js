@@ -82,7 +82,7 @@ async function init() {
 
 // a job's page survives a reload (and can be reopened from its address) while the server keeps the job
 async function restoreFromHash() {
-  const m = /job=([0-9a-f]{8,32})/.exec(location.hash);
+  const m = /job=([A-Za-z0-9_-]{16,64})/.exec(location.hash);
   if (!m) return;
   let job;
   try { job = await api(`/api/jobs/${m[1]}`); } catch (e) { setMsg($("load-msg"), e.message, "error"); return; }
