@@ -6,6 +6,8 @@ HELP = "track a built-in simulated needle insertion with the shipped model; writ
 DEMO_SEED = 7
 DEMO_FRAMES = 60
 DEMO_PRESET = "clinical"
+DEMO_THREADS = 1           # measured: 2 torch threads at load 5 ran 334-476 ms/frame, 1 thread 25 ms
+THREADS_ENV = "NEEDLETRACK_THREADS"
 
 
 def add_arguments(p) -> None:
@@ -17,9 +19,12 @@ def add_arguments(p) -> None:
     p.add_argument("--frames", type=int, default=DEMO_FRAMES, metavar="N", help=f"frames (default {DEMO_FRAMES})")
     p.add_argument("--size", type=int, metavar="S", help="frame size (default: the model's input size)")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"simulation seed (default {DEMO_SEED})")
-    p.add_argument("--engine", default="torch", choices=("auto", "torch", "onnx"),
-                   help="inference engine (default torch: the ONNX engine's first-use export would take longer "
-                        "than the demo itself)")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
+                   help="inference engine (default auto: ONNX Runtime on the CPU, exported once on first use in "
+                        "about a second and cached; torch when that is not possible)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help=f"CPU threads for inference (default ${THREADS_ENV} or {DEMO_THREADS}: one thread keeps "
+                        "its speed on a busy machine, where more threads collapse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,7 +52,41 @@ def default_weights_exist() -> bool:
         return False
 
 
+def demo_threads(arg: int | None) -> int:
+    """--threads, else $NEEDLETRACK_THREADS, else DEMO_THREADS."""
+    import os
+
+    from needletrack.errors import NeedletrackError
+
+    if arg is not None:
+        if arg < 1:
+            raise NeedletrackError("--threads must be >= 1")
+        return arg
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        try:
+            if int(env) >= 1:
+                return int(env)
+        except ValueError:
+            pass
+        raise NeedletrackError(f"{THREADS_ENV} must be a positive integer, got {env!r}")
+    return DEMO_THREADS
+
+
 def run(args) -> int:
+    import torch
+
+    threads = demo_threads(args.threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(args, threads)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run(args, threads: int) -> int:
+    import os
     import sys
     import time
     from pathlib import Path
@@ -67,13 +106,25 @@ def run(args) -> int:
     from needletrack.track.pipeline import track_to_folder
 
     out = Path(args.out)
-    if args.model == "default" and not default_weights_exist():
-        print(FALLBACK_WARNING, file=sys.stderr)
-        engine = make_engine(build_model("stnan_fast"), engine="torch" if args.engine == "auto" else args.engine)
-        label = "stnan_fast (untrained)"
-    else:
-        engine = make_engine(args.model, engine=args.engine)
-        label = str(args.model)
+    saved = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(threads)          # the ONNX engine's intra-op threads, read when it is made
+    try:
+        if args.model == "default" and not default_weights_exist():
+            print(FALLBACK_WARNING, file=sys.stderr)
+            engine = make_engine(build_model("stnan_fast"),
+                                 engine="torch" if args.engine == "auto" else args.engine)
+            label = "stnan_fast (untrained)"
+        else:
+            log = None if args.quiet else (lambda m: print(f"needletrack demo: {m}", file=sys.stderr))
+            engine = make_engine(args.model, engine=args.engine, log=log)
+            label = str(args.model)
+    finally:
+        if saved is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = saved
+    engine_name = getattr(engine, "name", None) or "torch"
+    threads_used = int(getattr(engine, "threads", None) or threads)
     size = args.size or engine.input_hw[0]
 
     # 1. the built-in sample: a simulated insertion (fixed seed), written as a data set folder
@@ -104,7 +155,8 @@ def run(args) -> int:
         return "n/a" if v is None else fmt.format(v)
 
     print(f"needletrack demo: {summary['frames']} simulated frames ({size}×{size}, preset {DEMO_PRESET}, "
-          f"seed {args.seed}) tracked with {label} [{summary['engine']}]")
+          f"seed {args.seed}) tracked with {label} [engine {summary.get('engine') or engine_name}, "
+          f"{threads_used} thread{'s' if threads_used != 1 else ''}]")
     print(f"  IoU {f(m['iou'])}  Dice {f(m['dice'])}  precision {f(m['precision'])}  recall {f(m['recall'])}  "
           f"per-frame IoU {f(m['per_frame_iou'])}  empty-frame accuracy {f(m['empty_frame_accuracy'])}")
     print(f"  tip error {f(m['tip_error_px'], '{:.1f}')} px ({f(m['tip_error_mm'], '{:.2f}')} mm)  "
