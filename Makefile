@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml scripts/install_torch.py
 	  echo "make: removing the old 'needletrack' install (now 'needletrack-us') ..."; \
 	  $(BIN)/python -m pip uninstall -q -y needletrack; fi
 	@rm -rf src/needletrack.egg-info
-	@echo "make: installing needletrack (editable) and its dependencies (numpy, opencv, onnxruntime, av, ...: ~150 MB on a fresh venv) ..."
+	@echo "make: installing needletrack (editable) and its dependencies (numpy, scipy, opencv, onnxruntime, av, SimpleITK, ...: about 180 MB to download on a fresh venv) ..."
 	$(BIN)/python -m pip install --progress-bar on $(TORCH_PIN) -e ".[test]"
 	@touch $(STAMP)
 	@echo "make: $(VENV) is ready"
