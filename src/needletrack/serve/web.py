@@ -835,7 +835,7 @@ class HostOriginGuard:
         if host is None or host[0] not in self.allowed:
             shown = raw_host[:80] if raw_host else "(none)"
             await self._refuse(send, 400, f"Host {shown!r} is not served here; use "
-                                          f"{', '.join(sorted(self.allowed))} or start serve-web with "
+                                          f"{', '.join(sorted(f'[{n}]' if ':' in n else n for n in self.allowed))} or start serve-web with "
                                           "--allowed-host NAME")
             return
         if scope["type"] == "http" and scope.get("method", "GET").upper() not in SAFE_METHODS:
