@@ -5,8 +5,8 @@ onnxruntime fp32 and onnxruntime int8, plus the memory-read variants and our STC
     python benchmarks/bench_engines.py --model stnan_fast --sequences 4 --frames 30 --speed-frames 150
     python benchmarks/bench_engines.py --skip-speed --json engines_acc.json
 
-Accuracy: ``--sequences`` simulated sequences (``needletrack.sim.simulate_sequence``, preset "clinical",
-seeds ``--seed``, ``--seed``+1, ...; the int8 calibration uses seeds from 9000 on) of ``--frames`` frames at
+Accuracy: the first ``--sequences`` sequences of the harness's frozen ``test/clinical`` set
+(``needletrack.data.splits``; the int8 calibration uses simulator seeds from 9000 on) of ``--frames`` frames at
 ``--frame-size`` px, tracked from the first frame with a visible needle (its ground-truth mask is the prompt
 and is not scored) by ``Tracker`` with each engine; pooled IoU / Dice / per-frame IoU
 (``needletrack.eval.metrics``), plus the largest per-pixel probability difference from the torch engine.
@@ -24,16 +24,12 @@ import time
 import numpy as np
 
 
-def simulated_test_set(sequences: int, frames: int, size: int, seed: int):
-    from needletrack.sim import simulate_sequence
+def simulated_test_set(sequences: int, frames: int, size: int):
+    """The harness's frozen ``test/clinical`` set (needletrack.data.splits), from the first visible needle."""
+    from needletrack.data import splits
 
-    out = []
-    for i in range(sequences):
-        seq = [(f, m) for f, m, _ in simulate_sequence(frames, size=size, preset="clinical", seed=seed + i)]
-        k = next((j for j, (_, m) in enumerate(seq) if m.any()), None)
-        if k is not None and len(seq) - k >= 2:
-            out.append((f"sim{seed + i}", seq[k:]))
-    return out
+    return [(seq.name, list(zip(seq.frames, seq.masks)))
+            for seq in splits.iter_set("test/clinical", sequences, frames, size=size)]
 
 
 def accuracy(engine, test_set, ref_probs=None) -> tuple[dict, list]:
@@ -72,7 +68,6 @@ def main(argv=None) -> int:
     ap.add_argument("--sequences", type=int, default=6)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--frame-size", type=int, default=448)
-    ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--speed-frames", type=int, default=300)
     ap.add_argument("--engines", default="torch,onnx,int8")
     ap.add_argument("--compare", default="stcn_fast")
@@ -98,10 +93,9 @@ def main(argv=None) -> int:
         model, label, trained = load_any(args.model, log)
         result["model"] = label
         result["trained"] = trained
-        test_set = simulated_test_set(args.sequences, args.frames, args.frame_size, args.seed)
-        result["test_set"] = {"simulator": "needletrack.sim clinical", "sequences": len(test_set),
-                              "frames": args.frames, "frame_size": args.frame_size,
-                              "seeds": [args.seed, args.seed + args.sequences - 1]}
+        test_set = simulated_test_set(args.sequences, args.frames, args.frame_size)
+        result["test_set"] = {"set": "test/clinical (needletrack.data.splits)", "sequences": len(test_set),
+                              "frames": args.frames, "frame_size": args.frame_size}
         src = args.model if trained else model
         acc, ref = {}, None
         for e in engines:

@@ -19,7 +19,6 @@ sources listed in each shared folder's SOURCES.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -5,14 +5,14 @@ provenance in its metadata.
     python scripts/ship_default.py runs/default_cpu/best.safetensors --out weights/default.safetensors \
         --provenance runs/default_cpu/summary.json
 
-Validation split: simulator seeds 900000 and up (the training configs' validation seeds; test sets use other
-seeds), presets clinical/hard/easy/clinical on real backgrounds in turn, frames of 256 and 448 px. The split
+Validation split: the harness's named sets val/clinical, val/hard, val/easy and val/clinical+real
+(needletrack.data.splits; never a test set), frames of 256 and 448 px. The split
 is tracked once from each sequence's first mask with the gate off and the probability maps kept; each
 candidate (mask `threshold`, `min_score`) pair is then scored with the DESIGN §3 metrics by re-thresholding
 the maps and emptying the frames whose score (mean probability inside the mask) falls below `min_score`.
 (Under a candidate the tracker would also write slightly different masks to its memory, so candidates are
-scored approximately; the chosen pair is then measured exactly by benchmarks/eval_simulated.py on separate
-test seeds.) The rule: the best pooled IoU. Pooled IoU already counts a phantom needle on an empty frame as
+scored approximately; the chosen pair is then measured exactly by benchmarks/eval_tracking.py on the test
+sets.) The rule: the best pooled IoU. Pooled IoU already counts a phantom needle on an empty frame as
 false-positive pixels and a hidden needle as missed ones, so it weighs the two errors by their size in the
 image; a hard floor on empty-frame accuracy (--empty-target, off by default) made the gate hide true needles
 on the real-background and 448-px sequences, where the model is less confident (a steep cliff above min_score
@@ -29,24 +29,23 @@ CANDIDATES = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.78, 0.8, 0.82, 0.85, 0.9)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 
 
-def validation_split(sequences: int, frames: int, sizes, seed: int, presets, backgrounds=None):
-    """Simulated sequences, presets and frame sizes cycled (frames larger than the model's input are resized
-    by the tracker, as real scanner frames are); those whose first frame shows no needle are dropped.
-    A preset named ``NAME+real`` draws that preset's needle on the real ``backgrounds`` (skipped without them)."""
-    from needletrack.sim import load_backgrounds, simulate_sequence
+def validation_split(sequences: int, frames: int, sizes, presets=("clinical", "hard", "easy", "clinical+real")):
+    """The harness's validation sets ``val/<preset>`` (needletrack.data.splits), sequences dealt round-robin
+    over the presets and frame sizes (frames larger than the model's input are resized by the tracker, as real
+    scanner frames are); ``clinical+real`` draws on the val split of the real backgrounds and is left out where
+    they are absent. Every sequence starts at its first visible needle."""
+    from needletrack.data import splits
 
     sizes = [sizes] if isinstance(sizes, int) else list(sizes)
-    bgs = load_backgrounds(backgrounds) if backgrounds and Path(backgrounds, "images").is_dir() else None
+    bgs = splits.background_split("val")
     presets = [p for p in presets if not p.endswith("+real") or bgs]
+    combos = [(p, z) for z in sizes for p in presets]
+    per = [sequences // len(combos) + (1 if k < sequences % len(combos) else 0) for k in range(len(combos))]
     out = []
-    for i in range(sequences):
-        name = presets[i % len(presets)]
-        preset = name.split("+")[0]
-        size = sizes[(i // len(presets)) % len(sizes)]
-        seq = [(f, m) for f, m, _ in simulate_sequence(frames, size=size, preset=preset, seed=seed + i,
-                                                         backgrounds=bgs if name.endswith("+real") else None)]
-        if seq[0][1].any():
-            out.append((name, seq))
+    for (name, size), count in zip(combos, per):
+        if count:
+            for seq in splits.iter_set(f"val/{name}", count, frames, size=size):
+                out.append((name, list(zip(seq.frames, seq.masks))))
     return out
 
 
@@ -99,12 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 448],
                     help="simulated frame sizes, cycled over the sequences (default: 256 448)")
-    ap.add_argument("--seed", type=int, default=900000)
     ap.add_argument("--empty-target", type=float, default=0.0,
                     help="only consider pairs with at least this empty-frame accuracy (default: no floor)")
-    ap.add_argument("--backgrounds", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" /
-                                                 "us_backgrounds"),
-                    help="real ultrasound images for the clinical+real part of the split ('' to leave it out)")
     args = ap.parse_args(argv)
 
     import torch
@@ -114,8 +109,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     model = load_model(args.weights).eval()
     _, meta = read_metadata(args.weights)
-    split = validation_split(args.sequences, args.frames, args.sizes, args.seed,
-                             ["clinical", "hard", "easy", "clinical+real"], args.backgrounds)
+    split = validation_split(args.sequences, args.frames, args.sizes)
     frames = track_split(model, split)
     rows = []
     for t in THRESHOLDS:
@@ -130,7 +124,7 @@ def main(argv=None) -> int:
     meta["tracker"] = {"threshold": best["threshold"], "min_score": best["min_score"]}
     meta["tracker_tuning"] = {"split": {"sequences": len(split), "frames": args.frames, "sizes": args.sizes,
                                         "presets": sorted({name for name, _ in split}),
-                                        "seed": args.seed}, "rule": "best pooled IoU" + (
+                                        "sets": "val/<preset> of needletrack.data.splits"}, "rule": "best pooled IoU" + (
                                   f" with empty-frame acc >= {args.empty_target}" if args.empty_target else ""), "candidates": rows}
     if args.provenance:
         prov = json.loads(Path(args.provenance).read_text())

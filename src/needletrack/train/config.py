@@ -48,11 +48,11 @@ DEFAULTS: dict = {
     "val": {
         "every": 200,           # steps; 0 = only at the end
         "root": None,           # a data set folder to validate on instead of simulated sequences
-        "sequences": 8,         # simulated validation split, generated once (seeds seed..seed+n-1 < 2**31)
+        "sequences": 8,         # simulated validation split: the named sets val/<preset> of needletrack.data.splits
         "frames": 30,
         "presets": ["clinical", "hard"],
-        "seed": 900000,
-        "frame_step": 1,
+        "seed": 900000,         # unused since the harness's named sets (kept so old configs still load)
+        "frame_step": 1,        # unused, as seed
         "backgrounds": "../shared/data/us_backgrounds",
         "save": False,          # also write the simulated split to OUT/val (data set folder)
         "mem_every": None,      # null = the model config's (streaming memory, as the tracker)

@@ -30,8 +30,10 @@ def _resize_seq(frames, masks, size):
 
 
 def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None, log=print) -> list[ValSequence]:
-    """The validation split: ``vcfg['root']`` (data set folder) or simulated sequences with seeds
-    ``seed + i`` (presets cycled). Generated deterministically; optionally written to ``out_dir``."""
+    """The validation split: ``vcfg['root']`` (data set folder) or the harness's simulated validation sets
+    (``val/<preset>`` for each of ``vcfg['presets']``, plus ``val/clinical+real`` where backgrounds are
+    given), each starting at the first visible needle. Deterministic; optionally written to ``out_dir``.
+    ``vcfg['seed']`` and ``vcfg['frame_step']`` are no longer used: the set names fix seeds and steps."""
     seqs: list[ValSequence] = []
     if vcfg.get("root"):
         from needletrack.data.folder import list_sequences, read_sequence
@@ -45,35 +47,31 @@ def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None
             f, m = _resize_seq(f, m, size)
             seqs.append(ValSequence(s.name, "folder", f, m))
         return seqs
-    from needletrack.sim import load_backgrounds, simulate_sequence
+    from needletrack.data import splits
 
+    # the harness's named validation sets (needletrack.data.splits): one per preset, plus the clinical set
+    # over the val split of the real backgrounds when they are present; sequences dealt round-robin
+    names = [f"val/{p}" for p in vcfg["presets"]]
     bg_dir = vcfg.get("backgrounds")
-    backgrounds = None
-    if bg_dir and Path(bg_dir).is_dir():
-        backgrounds = load_backgrounds(bg_dir)
-    presets = list(vcfg["presets"])
+    bgs = splits.background_split("val", bg_dir) if bg_dir and Path(bg_dir).is_dir() else []
+    if bgs:
+        names.append("val/clinical+real")
     n, t = int(vcfg["sequences"]), int(vcfg["frames"])
+    per = [n // len(names) + (1 if k < n % len(names) else 0) for k in range(len(names))]
     sz = size[0] if size[0] == size[1] else tuple(size)
-    for i in range(n):
-        preset = presets[i % len(presets)]
-        seed = int(vcfg["seed"]) + i
-        frames, masks, needles = [], [], []
-        for frame, mask, needle in simulate_sequence(n_frames=t, size=sz, preset=preset, seed=seed,
-                                                     backgrounds=backgrounds if i % 2 == 0 else None,
-                                                     frame_step=int(vcfg.get("frame_step", 1))):
-            frames.append(frame)
-            masks.append(mask)
-            needles.append(needle)
-        f, m = _resize_seq(np.stack(frames), np.stack(masks).astype(bool), size)
-        name = f"val_{i:03d}_{preset}_s{seed}"
-        seqs.append(ValSequence(name, preset, f, m))
-        if out_dir is not None:
-            from needletrack.data.folder import SequenceWriter
+    for name, count in zip(names, per):
+        if count == 0:
+            continue
+        group = splits.sim_set(name).kind
+        for seq in splits.iter_set(name, count, t, size=sz, backgrounds=bgs if name.endswith("+real") else None):
+            f, m = _resize_seq(np.stack(seq.frames), np.stack(seq.masks).astype(bool), size)
+            seqs.append(ValSequence(seq.name, group, f, m))
+            if out_dir is not None:
+                from needletrack.data.folder import SequenceWriter
 
-            with SequenceWriter(out_dir, name, {"source": f"needletrack.sim preset={preset} seed={seed}",
-                                                "preset": preset, "seed": seed}) as w:
-                for k in range(len(f)):
-                    w.add(f[k], m[k], needles[k] if f.shape[1:] == np.asarray(frames[0]).shape else None)
+                with SequenceWriter(out_dir, seq.name, seq.meta) as w:
+                    for k in range(len(f)):
+                        w.add(f[k], m[k], seq.needle[k] if f.shape[1:] == seq.frames[0].shape else None)
     return seqs
 
 
