@@ -97,4 +97,8 @@ grep -q "WARNING" "$TMP/demo.log" && { echo "check_wheel: the demo warned (shipp
 grep -q "tracked with default" "$TMP/demo.log" || { echo "check_wheel: the demo did not use the shipped model" >&2; exit 1; }
 [ -s needletrack-demo/overlay.mp4 ] && [ -s needletrack-demo/summary.json ] \
   || { echo "check_wheel: the demo wrote no overlay/summary" >&2; exit 1; }
+# the ONNX export of the shipped weights goes to the user's cache, not into site-packages
+if find "$TMP/venv" -name .onnx | grep -q .; then echo "check_wheel: an ONNX cache was written into the venv" >&2; exit 1; fi
+if grep -q "engine onnx" "$TMP/demo.log" && ! [ -d "$TMP/home/.cache/needletrack/onnx" ]; then
+  echo "check_wheel: the ONNX export is not in the user's cache" >&2; exit 1; fi
 echo "check_wheel: OK ($(( $(date +%s) - t0 )) s)"

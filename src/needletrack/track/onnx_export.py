@@ -18,12 +18,13 @@ input size, memory slots, top-k, opset, the graphs' own sha256 and the source we
 Graphs are cached next to the weights, ``<weights dir>/.onnx/<sha16>-<H>x<W>/`` (``sha16`` = the first 16 hex
 digits of the weights file's sha256), or under ``$NEEDLETRACK_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/needletrack`` or ``~/.cache/needletrack``) ``/onnx/...`` when the weights folder is not
-writable or the model came as an object. A cached export that is corrupt (a graph's sha256 differs from the
-manifest) or stale (other source checksum, input size or export format) is rebuilt; an explicitly given
-export folder in that state is refused with a message that says what to re-run. A failed export (a model the
-exporter cannot convert, e.g. PSPNet's adaptive pooling) is remembered beside where its folder would be,
-``<sha16>-<H>x<W>.failed.json``, so later runs fail at once (``engine="auto"`` falls back to torch without
-tracing the model again) until torch or the export format changes, the record is deleted, or ``rebuild=True``.
+writable or lies inside an installed package (the wheel's shipped weights), or the model came as an object. A
+cached export that is corrupt (a graph's sha256 differs from the manifest) or stale (other source checksum,
+input size or export format) is rebuilt; an explicitly given export folder in that state is refused with a
+message that says what to re-run. A failed export (a model the exporter cannot convert, e.g. PSPNet's adaptive
+pooling) is remembered beside where its folder would be, ``<sha16>-<H>x<W>.failed.json``, so later runs fail
+at once (``engine="auto"`` falls back to torch without tracing the model again) until torch or the export
+format changes, the record is deleted, or ``rebuild=True``.
 """
 from __future__ import annotations
 
@@ -101,8 +102,11 @@ def cache_dir_for(sha256: str, input_hw, weights_path=None) -> Path:
     """Where the export of weights with this checksum at this input size lives (not created)."""
     key = f"{sha256[:16]}-{int(input_hw[0])}x{int(input_hw[1])}"
     if weights_path is not None:
-        near = Path(weights_path).resolve().parent / ".onnx"
-        if _writable_dir(near):
+        from needletrack.resources import DATA_DIR
+
+        folder = Path(weights_path).resolve().parent
+        near = folder / ".onnx"
+        if DATA_DIR not in (folder, *folder.parents) and _writable_dir(near):   # not into site-packages
             return near / key
     return user_cache_dir() / "onnx" / key
 
