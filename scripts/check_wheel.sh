@@ -3,8 +3,8 @@
 # outside the repository. Proves that a non-editable install carries what it needs (the default weights,
 # the configs, the web page's files, splits.json) and finds them without the repository.
 #
-#   scripts/check_wheel.sh            # after `make venv` / `make test` (uses .venv)
-#   CHECK_WHEEL_FULL=1 scripts/check_wheel.sh   # also install the dependencies into the temporary venv
+#   scripts/check_wheel.sh                      # quick (~15 s), after `make venv` / `make test` (uses .venv)
+#   CHECK_WHEEL_FULL=1 scripts/check_wheel.sh   # what CI runs (~1-2 min): the dependencies installed too
 #
 # Dependencies: by default the temporary venv gets the wheel with --no-deps and reads the dependencies
 # (torch, onnxruntime, ...) from .venv's site-packages through a one-line .pth file. That keeps the check
