@@ -25,6 +25,7 @@ import numpy as np
 
 from needletrack.errors import InputError
 from needletrack.geometry import angle_difference_deg, needle_from_mask
+from needletrack.io.spacing import parse_spacing
 
 RESULT_KEYS = ("iou", "dice", "precision", "recall", "f1", "per_frame_iou", "empty_frame_accuracy",
                "tip_error_px", "tip_error_mm", "angle_error_deg", "frames")
@@ -63,21 +64,6 @@ def scores_from_counts(tp: int, fp: int, fn: int) -> dict:
 def frame_iou(pred, gt) -> float:
     tp, fp, fn = confusion(pred, gt)
     return scores_from_counts(tp, fp, fn)["iou"]
-
-
-def parse_spacing(value, source: object = None) -> tuple[float, float] | None:
-    """``[row, col]`` spacing in mm from meta.json (a list of two positive numbers, one number, or null)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value, value]
-    try:
-        sy, sx = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"pixel_spacing_mm must be [row_mm, col_mm], got {value!r}", source) from None
-    if not (sy > 0 and sx > 0 and math.isfinite(sy) and math.isfinite(sx)):
-        raise InputError(f"pixel_spacing_mm must be positive, got {value!r}", source)
-    return sy, sx
 
 
 @dataclass

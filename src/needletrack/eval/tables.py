@@ -344,7 +344,8 @@ def ensure_trained(row: Row, scale_cfg: dict, out_dir: Path, log: Callable[[str]
 def evaluate_row(row: Row, weights: Path | None, seqs: list[dict], hard: list[tuple[int, int]],
                  scale_cfg: dict) -> tuple[dict, dict]:
     """Track (or detect) every test sequence; returns (result dict, {(si, fi): predicted mask})."""
-    from needletrack.eval.metrics import MetricAccumulator, parse_spacing
+    from needletrack.eval.metrics import MetricAccumulator
+    from needletrack.io.spacing import parse_spacing
 
     hard_set = set(hard)
     hard_masks: dict = {}

@@ -14,6 +14,7 @@ import numpy as np
 
 from needletrack.errors import InputError
 from needletrack.io.base import Cine, scale_to_u8
+from needletrack.io.spacing import parse_spacing
 from needletrack.utils import natural_key
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -114,8 +115,6 @@ class FolderCine(Cine):
             self.fps = float(fps)
         sp = meta.get("pixel_spacing_mm")
         if sp is not None:
-            from needletrack.eval.metrics import parse_spacing
-
             self.pixel_spacing_mm = list(parse_spacing(sp, meta_path))
 
     def __iter__(self):
