@@ -270,12 +270,12 @@ def test_bad_input_errors(tiny):
 
 def test_frame_normalisation_16bit_float_rgb():
     n = FrameNormaliser()
-    a = n(np.full((16, 16), 4095, np.uint16))
-    assert a.max() == pytest.approx(1.0)            # 12-bit data stored in 16 bits
-    assert n(np.full((16, 16), 8190, np.uint16)).max() == 1.0   # clipped at the stream's full scale
+    a = n(np.full((16, 16), 4095, np.uint16))       # no declared bit depth: the 16-bit full scale (io.pixels)
+    assert a.max() == pytest.approx(16 / 255)
+    assert n(np.full((16, 16), 8190, np.uint16)).max() == pytest.approx(32 / 255)
     n = FrameNormaliser()
     assert n(np.full((16, 16), 65535, np.uint16)).max() == pytest.approx(1.0)
-    assert n(np.full((16, 16), 32768, np.uint16)).max() == pytest.approx(0.5, abs=1e-3)
+    assert n(np.full((16, 16), 32768, np.uint16)).max() == pytest.approx(128 / 255)   # via 8-bit (io.pixels)
     n = FrameNormaliser()
     assert n(np.full((16, 16), 0.25, np.float32)).max() == pytest.approx(0.25)
     with pytest.raises(NeedletrackError, match="type changed"):

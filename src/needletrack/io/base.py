@@ -28,21 +28,6 @@ def to_rgb_u8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def scale_to_u8(img: np.ndarray, max_value: int | None = None) -> np.ndarray:
-    """Integer image -> uint8 by the fixed linear rule v * 255 / max_value (max_value: the type's full range
-    unless given, e.g. 2**BitsStored - 1 for DICOM). Floats in [0, 1] are scaled by 255."""
-    if img.dtype == np.uint8:
-        return img
-    if np.issubdtype(img.dtype, np.floating):
-        return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if max_value is None:
-        max_value = np.iinfo(img.dtype).max
-    if np.issubdtype(img.dtype, np.signedinteger):
-        img = np.clip(img, 0, None)
-    out = img.astype(np.float32) * (255.0 / float(max_value)) + 0.5
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
 class Cine:
     """A streaming cine loop. Iterating yields ``(image, time_s)`` pairs in order:
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from needletrack.errors import InputError
-from needletrack.io.base import Cine, scale_to_u8
+from needletrack.io.base import Cine
+from needletrack.io.pixels import to_u8
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -172,10 +173,10 @@ class DicomCine(Cine):
 
     def _to_u8(self, arr: np.ndarray) -> np.ndarray:
         if arr.ndim == 3 and arr.shape[2] == 3:
-            return scale_to_u8(arr, 255 if arr.dtype == np.uint8 else None)
+            return to_u8(arr)
         img = arr if arr.ndim == 2 else arr[..., 0]
         if img.dtype != np.uint8:
-            img = scale_to_u8(img, 2 ** self._bits_stored - 1)
+            img = to_u8(img, bits=self._bits_stored)
         if self._photometric == "MONOCHROME1":
             img = 255 - img
         return img

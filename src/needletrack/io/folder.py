@@ -1,7 +1,8 @@
 """Image folders: one image per frame, natural sort (f2 < f10).
 
 8- or 16-bit, grayscale or RGB(A). 16-bit frames are scaled to 8-bit by the fixed rule
-``round(v * 255 / 65535)`` (the same for every frame, so brightness does not flicker). A data set sequence
+``round(v * 255 / 65535)`` of :mod:`needletrack.io.pixels` (a PNG/TIFF declares no bit depth; the same
+rule as the tracker's, and the same for every frame, so brightness does not flicker). A data set sequence
 folder (``<seq>/frames/``) may be given as ``<seq>`` or ``<seq>/frames``; fps and pixel spacing then come
 from its ``meta.json``. Other folders have no timing (fps None, time_s None).
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from needletrack.errors import InputError
-from needletrack.io.base import Cine, scale_to_u8
+from needletrack.io.base import Cine
+from needletrack.io.pixels import to_u8
 from needletrack.io.spacing import parse_spacing
 from needletrack.utils import natural_key
 
@@ -40,7 +42,7 @@ def read_image_u8(path: Path, rgb: bool = False) -> np.ndarray:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         else:
             img = img[:, :, 0]
-    img = scale_to_u8(img)
+    img = to_u8(img)
     if rgb:
         return img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim == 3:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from needletrack.errors import InputError
-from needletrack.io.base import Cine, scale_to_u8
+from needletrack.io.base import Cine
+from needletrack.io.pixels import to_u8
 
 MHA_SUFFIXES = (".mha", ".mhd")
 _TS = re.compile(r"^Seq_Frame(\d+)_Timestamp$")
@@ -184,7 +185,7 @@ class MhaCine(Cine):
                                  self.path) from None
             if img.ndim == 3 and img.shape[0] == 1 and self._channels == 1:
                 img = img[0]
-            img = scale_to_u8(img)
+            img = to_u8(img)
             t = self._times[i] if self._times is not None else None
             yield self._out(img), t
 

@@ -3,9 +3,12 @@
 Documented handling (README "Tracking"):
 
 - ``uint8``: divided by 255.
-- ``uint16`` (16-bit scanners and DICOM): divided by the stream's full scale, fixed at the first frame:
-  4095 if the first frame's maximum is at most 4095 (12-bit data stored in 16 bits), else 65535. Values
-  above the full scale later in the stream are clipped.
+- ``uint16`` (16-bit scanners and DICOM): made 8-bit by the cine readers' rule,
+  :func:`needletrack.io.pixels.to_u8` (``round(v * 255 / 65535)``: an array declares no bit depth), then
+  divided by 255, so a 16-bit frame gives the model the same input through the Python API as through the
+  command line. 12-bit data stored in 16 bits: scale them to the full 16-bit range first (``frame << 4``).
+  (Before, the tracker took 4095 as the full scale when the first frame had no value above 4095; see
+  ``needletrack.io.pixels`` for why the readers' rule won.)
 - float (``float16/32/64``): NaN or inf is an error. Taken as [0, 1] if the first frame's maximum is at most
   1, else as 0..255; clipped to that range.
 - other integer types, complex, bool: an error.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from needletrack.errors import InputError
+from needletrack.io.pixels import to_u8
 
 
 def to_gray(frame, where: str = "frame") -> np.ndarray:
@@ -54,8 +58,8 @@ class FrameNormaliser:
         if dt == np.uint8:
             kind, scale = "uint8", 255.0
         elif dt == np.uint16:
-            kind = "uint16"
-            scale = self.scale if self.kind == kind else (4095.0 if int(a.max()) <= 4095 else 65535.0)
+            kind, scale = "uint16", 255.0
+            a = to_u8(a)   # the one 16-bit rule (needletrack.io.pixels), shared with the cine readers
         elif np.issubdtype(dt, np.floating):
             kind = "float"
             if not np.all(np.isfinite(a)):
