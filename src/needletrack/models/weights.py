@@ -57,18 +57,46 @@ def save_model(model, path: str | os.PathLike, meta: dict[str, Any] | None = Non
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
-    """(config, meta) stored in a weights file, without loading the tensors."""
-    from safetensors import safe_open
+MAX_HEADER_BYTES = 100_000_000   # safetensors' own limit on the JSON header
+
+
+def read_header_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` strings of a .safetensors file, from its JSON header alone (no torch, no tensors).
+
+    The one reader of weights metadata (``read_metadata`` and the tracker's shipped settings use it). Checks
+    what safetensors checks before the tensors: an 8-byte little-endian header length within the file and
+    under 100 MB, a JSON object, string metadata, tensor data offsets inside the file.
+    InputError ("weights file not found" / "not a readable safetensors file (...)") otherwise."""
+    import struct
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise ValueError(f"header length {n} does not fit the file ({size} bytes)")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        md = header.get("__metadata__") or {}
+        if not isinstance(md, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in md.items()):
+            raise ValueError("__metadata__ must map strings to strings")
+        ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items()
+                if k != "__metadata__" and isinstance(t, dict)]
+        if any(not isinstance(e, int) or e > size - 8 - n for e in ends):
+            raise ValueError("tensor data run past the end of the file")
     except FileNotFoundError:
         raise InputError("weights file not found", path) from None
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+    except (OSError, ValueError, TypeError, IndexError, AttributeError, struct.error) as e:
         raise InputError(f"not a readable safetensors file ({type(e).__name__}: {e})", path) from None
+    return dict(md)
+
+
+def read_metadata(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
+    """(config, meta) stored in a weights file, without loading the tensors (header only: no torch)."""
+    path = Path(path)
+    md = read_header_metadata(path)
     if "needletrack_config" not in md:
         raise InputError("safetensors file has no needletrack model config in its metadata", path)
     try:
