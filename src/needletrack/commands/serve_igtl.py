@@ -37,7 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--send-to-source", action="store_true",
                    help="also send results back to the --source connection")
     p.add_argument("--max-message-mb", type=float, default=64.0,
-                   help="larger messages close the connection (default 64)")
+                   help="a message whose header claims a larger body closes that connection (default 64)")
+    p.add_argument("--max-buffered-mb", type=float, default=256.0,
+                   help="message bytes held at once across all connections; bodies are read as they arrive, "
+                        "and the connection whose body would pass this is closed (default 256)")
     p.add_argument("--log-interval", type=float, default=10.0,
                    help="seconds between status lines (0: none; default 10)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -111,8 +114,19 @@ def run(args) -> int:
 
     if not (0 <= args.port <= 65535):
         raise NeedletrackError(f"--port {args.port}: expected 0..65535")
-    if args.max_message_mb <= 0:
-        raise NeedletrackError("--max-message-mb must be positive")
+    import math
+
+    if not (math.isfinite(args.max_message_mb) and args.max_message_mb > 0):
+        raise NeedletrackError("--max-message-mb must be a positive number")
+    if not (math.isfinite(args.max_buffered_mb) and args.max_buffered_mb > 0):
+        raise NeedletrackError("--max-buffered-mb must be a positive number")
+    if args.max_buffered_mb < args.max_message_mb:
+        raise NeedletrackError(f"--max-buffered-mb ({args.max_buffered_mb:g}) must be at least --max-message-mb "
+                               f"({args.max_message_mb:g})")
+    if args.log_interval < 0 or not math.isfinite(args.log_interval):
+        raise NeedletrackError("--log-interval must be >= 0")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration >= 0):
+        raise NeedletrackError("--duration must be >= 0")
     source = parse_source(args.source) if args.source else None
     restore_logging = _setup_logging(args.quiet)
     try:
@@ -136,7 +150,8 @@ def _serve(args, source) -> int:
         init_device=args.init_device, mask_device=args.mask_device, tip_device=args.tip_device,
         pose_device=args.pose_device, status_device=args.status_device, auto_init=not args.wait_for_prompt,
         mask_value=args.mask_value, header_version=args.header_version, send_to_source=args.send_to_source,
-        max_message_bytes=int(args.max_message_mb * 1024 * 1024), log_interval_s=args.log_interval,
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        max_buffered_bytes=int(args.max_buffered_mb * 1024 * 1024), log_interval_s=args.log_interval,
     )
     service = IgtlService(tracker, cfg)
     # SIGTERM ends the service like Ctrl-C; the previous handler is put back afterwards (pyigtl's server

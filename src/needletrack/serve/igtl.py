@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from needletrack.serve.igtl_wire import (
+    DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
+    ByteBudget,
     FramingError,
     MessageError,
     MessageReader,
@@ -62,7 +64,8 @@ class IgtlConfig:
     mask_value: int = 255
     header_version: int = 2  # 2 carries metadata (visible, score, ...) on every output message
     send_to_source: bool = False
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # one message body; larger claimed: connection closed
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES  # body bytes held across all connections at once
     max_image_side: int = 4096
     stall_timeout_s: float = 5.0  # a message that stops arriving half-way: connection closed
     idle_warning_s: float = 5.0  # no frame for this long after frames were arriving: one log line
@@ -164,7 +167,9 @@ class _Peer:
     def _read_loop(self) -> None:
         svc = self.service
         reader = MessageReader(self.sock, svc.config.max_message_bytes, svc.config.stall_timeout_s,
-                               should_stop=lambda: self.closed.is_set() or svc._stopping.is_set())
+                               should_stop=lambda: self.closed.is_set() or svc._stopping.is_set(),
+                               budget=svc._budget)
+        self.reader_state = reader
         reason = None
         try:
             while not self.closed.is_set():
@@ -173,9 +178,14 @@ class _Peer:
                     reason = "disconnected" if not svc._stopping.is_set() else None
                     break
                 header, body, t_recv = got
+                got = None
                 svc._count("messages")
                 try:
-                    msg = decode_message(header, body, svc.config.check_crc)
+                    try:
+                        msg = decode_message(header, body, svc.config.check_crc)
+                    finally:
+                        body = None
+                        reader.release()
                 except MessageError as e:
                     svc._count("malformed")
                     svc._ratelog(logging.WARNING, ("msg", self.name, str(e)[:24]),
@@ -195,6 +205,8 @@ class _Peer:
         except Exception as e:  # noqa: BLE001 - never let a reader thread die silently
             log.exception("%s: unexpected error while reading", self.name)
             reason = f"closed after an unexpected error: {type(e).__name__}: {e}"
+        finally:
+            reader.release()
         self.close(reason)
 
     def _write_loop(self) -> None:
@@ -256,6 +268,7 @@ class IgtlService:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._ratelog = _RateLimited()
+        self._budget = ByteBudget(self.config.max_buffered_bytes)
         self.counters: collections.Counter = collections.Counter()
         self.latencies: collections.deque = collections.deque(maxlen=20000)  # receive -> results queued, s
         self.proc_times: collections.deque = collections.deque(maxlen=20000)
@@ -376,6 +389,7 @@ class IgtlService:
                                             "rejected", "malformed", "messages", "send_dropped", "send_stalls",
                                             "connections", "disconnects", "resets", "prompts")}
         out["clients"] = clients
+        out["buffered_bytes"] = int(self._budget.used)
         out["source_connected"] = source
         out["uptime_s"] = round(time.monotonic() - self._t_start, 3)
         for name, arr in (("latency_ms", lat), ("process_ms", pt)):

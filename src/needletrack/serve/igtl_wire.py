@@ -25,7 +25,8 @@ HEADER_SIZE = 58
 _HEADER = struct.Struct(">H12s20sIIQQ")
 _TS_OFFSET = 2 + 12 + 20  # byte offset of the timestamp (seconds, fraction) in the header
 SUPPORTED_HEADER_VERSIONS = (1, 2)
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # one message body (a 4096x4096 RGBA frame fits)
+DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024  # body bytes held at once across all connections
 
 
 class FramingError(Exception):
@@ -141,45 +142,96 @@ def encode_message(msg, raw_timestamp: tuple[int, int] | None = None) -> bytes:
     return data
 
 
+class ByteBudget:
+    """A byte budget shared by every connection of a service: message bodies being received count against
+    it, so that many clients each claiming a large body cannot together exhaust memory (thread-safe)."""
+
+    def __init__(self, limit: int):
+        import threading
+
+        self.limit = int(limit)
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used = max(0, self.used - n)
+
+
 class MessageReader:
     """Reads whole messages from a blocking socket that has a short timeout set.
 
     ``read()`` returns ``(header, body, t_received)``, or None when the peer closed the connection cleanly
     between messages, or when ``should_stop()`` became true while idle. Idle waiting between messages is
     never an error; once a message has started, a stall longer than ``stall_timeout`` raises StallError.
+
+    A body is read in chunks of at most ``CHUNK`` bytes and grows only with the bytes that actually arrived
+    (a header's claimed size is never allocated up front). ``buffered`` is the number of body bytes held for
+    the current message; with a shared ``budget`` (:class:`ByteBudget`) each chunk is reserved before it is
+    kept, and a connection whose body would exceed the budget gets a FramingError (only that connection is
+    closed). The reservation is given back by :meth:`release` (called by the next ``read()``).
     """
 
+    CHUNK = 1 << 20
+
     def __init__(self, sock: socket.socket, max_body: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 stall_timeout: float = 5.0, should_stop=lambda: False):
+                 stall_timeout: float = 5.0, should_stop=lambda: False, budget: ByteBudget | None = None):
         self.sock = sock
         self.max_body = max_body
         self.stall_timeout = stall_timeout
         self.should_stop = should_stop
+        self.budget = budget
+        self.buffered = 0
+
+    def release(self) -> None:
+        """Give the current body's bytes back to the shared budget."""
+        if self.budget is not None and self.buffered:
+            self.budget.release(self.buffered)
+        self.buffered = 0
 
     def _read_exact(self, n: int, started: bool, what: str) -> bytes | None:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
+        buf = bytearray()
         last_progress = time.monotonic()
-        while got < n:
-            try:
-                k = self.sock.recv_into(view[got:], n - got)
-            except socket.timeout:
-                if self.should_stop():
+        budgeted = self.budget is not None and started
+        try:
+            while len(buf) < n:
+                try:
+                    chunk = self.sock.recv(min(self.CHUNK, n - len(buf)))
+                except socket.timeout:
+                    if self.should_stop():
+                        return None
+                    if (started or buf) and time.monotonic() - last_progress > self.stall_timeout:
+                        raise StallError(f"peer stalled for {self.stall_timeout:g} s in the middle of {what} "
+                                         f"({len(buf)} of {n} bytes)") from None
+                    continue
+                k = len(chunk)
+                if k == 0:
+                    if started or buf:
+                        raise FramingError(f"connection closed in the middle of {what} ({len(buf)} of {n} bytes)")
                     return None
-                if (started or got) and time.monotonic() - last_progress > self.stall_timeout:
-                    raise StallError(f"peer stalled for {self.stall_timeout:g} s in the middle of {what} "
-                                     f"({got} of {n} bytes)") from None
-                continue
-            if k == 0:
-                if started or got:
-                    raise FramingError(f"connection closed in the middle of {what} ({got} of {n} bytes)")
-                return None
-            got += k
-            last_progress = time.monotonic()
-        return bytes(buf)
+                if budgeted:
+                    if not self.budget.reserve(k):
+                        raise FramingError(f"{what} ({n} bytes) would exceed the {self.budget.limit}-byte buffer "
+                                           f"shared by all connections ({self.budget.used} bytes in use)")
+                    self.buffered += k
+                buf += chunk
+                del chunk
+                last_progress = time.monotonic()
+            return bytes(buf)
+        except BaseException:
+            if budgeted:
+                self.release()
+            raise
 
     def read(self):
+        self.release()
         head = self._read_exact(HEADER_SIZE, False, "a message header")
         if head is None:
             return None
@@ -187,6 +239,7 @@ class MessageReader:
         body = (self._read_exact(header.body_size, True, f"the body of a message ({header.type})")
                 if header.body_size else b"")
         if body is None:
+            self.release()
             return None
         return header, body, time.monotonic()
 
