@@ -300,7 +300,7 @@ def test_session_options_and_threads(monkeypatch):
 
 def test_int8_variant_quantises_and_stays_close(tmp_path, clip):
     from needletrack.track.onnx_engine import OnnxEngine
-    from needletrack.track.onnx_quant import ensure_int8
+    from needletrack.track.onnx_engine import ensure_int8
 
     model = _tiny()
     e32 = OnnxEngine(model)

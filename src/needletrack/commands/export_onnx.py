@@ -56,7 +56,7 @@ def run(args) -> int:
           + ", ".join(f"{g['file']} ({g['bytes'] / 1e6:.1f} MB)" for g in man["graphs"].values())
           + (f"; memory {man['memory_slots']} slots, top-k {man['top_k']}" if man["is_memory_model"] else ""))
     if args.int8:
-        from needletrack.track.onnx_quant import ensure_int8
+        from needletrack.track.onnx_engine import ensure_int8
 
         man = ensure_int8(out, rebuild=True)
         print(f"int8 (QDQ) graphs: " + ", ".join(g["file"] for g in man["variants"]["int8"].values())

@@ -152,7 +152,7 @@ class OnnxEngine:
                 raise InputError(f"stale export: {src} changed since it was exported (sha256 differs from the "
                                  f"manifest); re-run `needletrack export-onnx`", folder)
             if input_size is not None:
-                from needletrack.track.engine import _hw
+                from needletrack.track.letterbox import _hw
 
                 if tuple(man["input_size"]) != _hw(input_size):
                     raise NeedletrackError(f"{folder}: exported at input size {man['input_size']}, "
@@ -163,8 +163,6 @@ class OnnxEngine:
             folder = ox.ensure_export(source, input_hw=input_size, memory_slots=memory_slots, log=log)
             man = ox.read_manifest(folder)
             if precision == "int8":
-                from needletrack.track.onnx_quant import ensure_int8
-
                 man = ensure_int8(folder, log=log)
         self.folder = Path(folder)
         self.manifest = man
@@ -273,6 +271,15 @@ class OnnxEngine:
                 "graph_optimization": "ORT_ENABLE_ALL", "execution_mode": "sequential",
                 "input_size": list(self.input_hw), "memory_slots": self.memory_slots, "top_k": self.top_k_default,
                 "read": self.manifest.get("read"), "source_sha256": self.manifest.get("source_sha256")}
+
+
+def ensure_int8(folder, log=None, rebuild: bool = False, sequences: int = 4, frames: int = 12) -> dict:
+    """The manifest of export ``folder`` with its int8 variant, calibrating an fp32 engine of the folder and
+    quantising when needed (:func:`needletrack.track.onnx_quant.ensure_int8`)."""
+    from needletrack.track import onnx_quant
+
+    return onnx_quant.ensure_int8(folder, OnnxEngine, log=log, rebuild=rebuild, sequences=sequences,
+                                  frames=frames)
 
 
 def auto_engine(name_or_path, device: str = "cpu", input_size=None, log=None):

@@ -332,7 +332,7 @@ def export_model(model, out_dir, *, input_hw=None, memory_slots: int | None = No
     import onnx
     import torch
 
-    from needletrack.track.engine import model_input_hw
+    from needletrack.track.letterbox import model_input_hw
 
     out_dir = Path(out_dir)
     model = model.cpu().eval()
@@ -472,11 +472,11 @@ def ensure_export(source, *, input_hw=None, memory_slots=None, log=None, rebuild
         from needletrack.models.weights import read_metadata
 
         cfg, _ = read_metadata(weights_path)
-        from needletrack.track.engine import _hw
+        from needletrack.track.letterbox import _hw
 
         hw = _hw(input_hw if input_hw is not None else cfg.input_size)
     else:
-        from needletrack.track.engine import model_input_hw
+        from needletrack.track.letterbox import model_input_hw
 
         model = source
         sha = model_sha256(model)

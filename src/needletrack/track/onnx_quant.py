@@ -3,9 +3,12 @@
 The key encoder, value encoder and decoder graphs get QuantizeLinear/DequantizeLinear pairs (weights int8
 per channel, activations uint8 per tensor, MinMax calibration); the memory read stays fp32 (it is a softmax
 over a few thousand positions: little compute, and the most sensitive part). Calibration feeds are recorded
-from the fp32 graphs while the streaming tracker follows needles through simulated sequences
-(``needletrack.sim.simulate_sequence``, seeds far from the test set's), every frame written to memory so the
-value encoder sees predicted masks too. The int8 graphs are written beside the fp32 ones
+from the fp32 graphs while they follow needles through simulated sequences
+(``needletrack.sim.simulate_sequence``, seeds far from the test set's) the way the streaming tracker drives
+them with a memory frame written after every visible prediction (so the value encoder sees predicted masks
+too). The loop calls the engine operations directly (:func:`_follow`), so building an int8 engine does not
+import the Tracker, which builds engines itself. The fp32 engine comes from the caller
+(``onnx_engine.ensure_int8`` passes ``OnnxEngine``), so this module imports no engine either. The int8 graphs are written beside the fp32 ones
 (``key.int8.onnx`` ...) and listed in the manifest under ``variants.int8``.
 """
 from __future__ import annotations
@@ -23,36 +26,76 @@ CALIB_SEED = 9000          # simulated calibration sequences: seeds 9000, 9001, 
 DEFAULT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def record_calibration(folder, sequences: int = 4, frames: int = 12, preset: str = "clinical",
+def record_calibration(engine, sequences: int = 4, frames: int = 12, preset: str = "clinical",
                        seed: int = CALIB_SEED) -> dict[str, list[dict]]:
-    """Feeds of each graph, recorded while the fp32 engine tracks simulated sequences."""
+    """Feeds of each graph of the fp32 ``engine`` (an OnnxEngine), recorded while it tracks simulated
+    sequences (:func:`_follow`)."""
     from needletrack.sim import simulate_sequence
-    from needletrack.track.onnx_engine import OnnxEngine
-    from needletrack.track.tracker import Tracker
 
-    class Recorder(OnnxEngine):
-        def _run(self, role, feeds):
-            names = self._inputs[role]
-            self.records.setdefault(role, []).append({k: np.array(v) for k, v in feeds.items() if k in names})
-            return super()._run(role, feeds)
+    records: dict[str, list[dict]] = {}
+    run = engine._run
 
-    eng = Recorder(folder)
-    eng.records = {}
-    hw = eng.input_hw
-    for s in range(sequences):
-        tr = Tracker(eng, mem_every=1, mem_cap=max(1, (eng.memory_slots or 9) - 1), mem_min_score=0.0)
-        started = False
-        for frame, mask, _ in simulate_sequence(frames, size=hw, preset=preset, seed=seed + s):
-            if not started:
-                if not mask.any():
-                    continue
-                tr.step(frame, mask=mask)
-                started = True
-            else:
-                tr.step(frame)
-    if not eng.records:
+    def recording_run(role, feeds):
+        names = engine._inputs[role]
+        records.setdefault(role, []).append({k: np.array(v) for k, v in feeds.items() if k in names})
+        return run(role, feeds)
+
+    engine._run = recording_run
+    try:
+        hw = engine.input_hw
+        for s in range(sequences):
+            _follow(engine, simulate_sequence(frames, size=hw, preset=preset, seed=seed + s))
+    finally:
+        del engine._run
+    if not records:
         raise NeedletrackError("int8 calibration: the simulated sequences never showed a needle")
-    return eng.records
+    return records
+
+
+def _follow(engine, sequence) -> None:
+    """Drive ``engine`` through one ``(frame, mask, needle)`` sequence as ``Tracker(engine, mem_every=1,
+    mem_cap=slots - 1, mem_min_score=0.0)`` does, from the first frame that shows the needle (given as the
+    first mask): the same normalisation, letterbox, memory store, top-k and visibility gate (probability
+    >= 0.5 over at least 2e-4 of the frame, at least 4 px), so the recorded feeds are the tracker's."""
+    from needletrack.track.frames import FrameNormaliser
+    from needletrack.track.letterbox import Letterbox
+    from needletrack.track.memory import MemoryStore
+
+    norm = FrameNormaliser()
+    memory = MemoryStore(cap=max(1, (engine.memory_slots or 9) - 1), every=1)
+    top_k = getattr(engine, "top_k_default", 20)
+    static = bool(getattr(engine, "static_memory", False))
+    lb = prev = None
+    i = 0
+    for frame, mask, _ in sequence:
+        if lb is None and not np.asarray(mask).any():
+            continue
+        img = norm(frame)
+        if lb is None:                                   # the prompted first frame
+            lb = Letterbox(img.shape, engine.input_hw)
+            if engine.is_memory_model:
+                x = lb.forward(img)
+                m_in = np.clip(lb.forward(np.asarray(mask, dtype=bool).astype(np.float32)), 0.0, 1.0)
+                q = engine.encode_key(x, prev=None)
+                v = engine.encode_value(x, m_in, q)
+                memory.allocate(engine, q.key, v)
+                memory.set_first(q.key, v, i)
+                prev = getattr(q, "raw16", None)
+        else:
+            x = lb.forward(img)
+            if not engine.is_memory_model:
+                engine.predict(x)
+            else:
+                q = engine.encode_key(x, prev=prev)
+                keys, vals, valid = memory.view(static=static)
+                r = engine.read_memory(keys, vals, q, valid=valid, top_k=top_k)
+                prob_in = engine.segment(r, q)
+                prev = getattr(q, "raw16", None)
+                prob = np.clip(np.asarray(lb.backward(prob_in), dtype=np.float32), 0.0, 1.0)
+                visible = int((prob >= 0.5).sum()) >= max(4, int(round(2e-4 * prob.size)))
+                if visible and memory.due(i):
+                    memory.add(q.key, engine.encode_value(x, prob_in, q), i)
+        i += 1
 
 
 class _Reader:
@@ -86,8 +129,12 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], ops=DEFAULT_OPS) -> 
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
 
-def ensure_int8(folder, log=None, rebuild: bool = False, sequences: int = 4, frames: int = 12) -> dict:
-    """The manifest of ``folder`` with its int8 variant, quantising (and recording the manifest) if needed."""
+def ensure_int8(folder, open_engine, log=None, rebuild: bool = False, sequences: int = 4,
+                frames: int = 12) -> dict:
+    """The manifest of ``folder`` with its int8 variant, quantising (and recording the manifest) if needed.
+
+    ``open_engine(folder)`` gives the fp32 engine to calibrate with (``OnnxEngine``; callers use
+    :func:`needletrack.track.onnx_engine.ensure_int8`, which passes it)."""
     from needletrack.track import onnx_export as ox
 
     folder = Path(folder)
@@ -99,7 +146,7 @@ def ensure_int8(folder, log=None, rebuild: bool = False, sequences: int = 4, fra
             if log:
                 log(f"rebuilding the int8 graphs ({e})")
     t0 = time.perf_counter()
-    records = record_calibration(folder, sequences=sequences, frames=frames)
+    records = record_calibration(open_engine(folder), sequences=sequences, frames=frames)
     variant = {}
     for role, g in man["graphs"].items():
         if role not in QUANT_ROLES or role not in records:
