@@ -38,7 +38,8 @@ def _check_outputs(out, n, mask_names):
         m = cv2.imread(str(out / "masks" / nm), cv2.IMREAD_UNCHANGED)
         assert m.shape == (H, W) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 255}
     rows = list(csv.reader((out / "needle.csv").open()))
-    assert rows[0] == ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg"]
+    assert rows[0] == ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg",
+                       "confirmed"]
     assert [int(r[0]) for r in rows[1:]] == list(range(n))
     assert rows[1][2] == "1" and float(rows[1][4]) > float(rows[1][6])      # prompt frame: visible, tip right
     s = json.loads((out / "summary.json").read_text())

@@ -27,11 +27,11 @@ def test_min_score_hides_low_confidence_predictions():
     model = build_model("stnan_tiny").eval()
     frames, mask = _clip()
     # threshold 0 makes every pixel part of the mask, so visibility is decided by the score gate alone
-    shown = _run(Tracker(model, threshold=0.0, smooth=False), frames, mask)
+    shown = _run(Tracker(model, threshold=0.0, smooth=False, policy="mask"), frames, mask)
     assert all(r.visible for r in shown[1:])
     scores = [r.score for r in shown[1:]]
     gate = max(scores) + 1e-3
-    hidden = _run(Tracker(model, threshold=0.0, smooth=False, min_score=gate), frames, mask)
+    hidden = _run(Tracker(model, threshold=0.0, smooth=False, min_score=gate, policy="mask"), frames, mask)
     assert hidden[0].visible                      # the given first mask is never gated
     assert not any(r.visible for r in hidden[1:])
     assert all(not r.mask.any() and r.tip is None for r in hidden[1:])

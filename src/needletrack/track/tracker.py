@@ -25,6 +25,7 @@ from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
 from needletrack.track.memory import MemoryStore
+from needletrack.track.segment import Segment, fit_segment, segment_mask
 
 
 @dataclass
@@ -43,16 +44,20 @@ class TrackResult:
     area_px: int = 0
     source: str = "model"                  # "prompt" (first frame), "model", "search" (auto, nothing yet)
     memory_frames: list[int] = field(default_factory=list)
+    confirmed: bool = True                 # False while an auto-found needle has not been prompted by a person
+    segment_score: float | None = None     # policy "segment": ridge contrast of the fitted segment
 
     def csv_row(self, time_s: float | None = None) -> list:
         def f(v, nd=2):
             return "" if v is None else f"{v:.{nd}f}"
         tip, tail = self.tip, self.tail
         return [self.frame_index, f(time_s, 4), int(self.visible), f"{self.score:.4f}",
-                f(tip and tip[0]), f(tip and tip[1]), f(tail and tail[0]), f(tail and tail[1]), f(self.angle_deg)]
+                f(tip and tip[0]), f(tip and tip[1]), f(tail and tail[0]), f(tail and tail[1]), f(self.angle_deg),
+                int(self.confirmed)]
 
 
-CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg"]
+CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "confirmed"]
+POLICIES = ("segment", "mask")
 
 
 class Tracker:
@@ -61,7 +66,16 @@ class Tracker:
     def __init__(self, model_or_engine, *, device: str = "cpu", input_size=None, mem_every: int = 5,
                  mem_cap: int | None = None, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
                  mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
-                 line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0):
+                 line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0,
+                 policy: str = "segment", min_contrast: float = 0.25, min_length_frac: float = 0.03,
+                 reacquire_frames: int = 3, max_turn_deg: float = 12.0):
+        if policy not in POLICIES:
+            raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
+        self.policy = policy
+        self.min_contrast = float(min_contrast)
+        self.min_length_frac = float(min_length_frac)
+        self.reacquire_frames = int(reacquire_frames)
+        self.max_turn_deg = float(max_turn_deg)
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
                 and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
                 and not hasattr(model_or_engine, "parameters"):
@@ -115,6 +129,10 @@ class Tracker:
         self.first_found: int | None = None
         self.entry_side: str | None = None
         self._prev = None               # previous frame's raw features (flow)
+        self.confirmed = True           # False after an auto start, until a person prompts
+        self._last_seg = None           # policy "segment": the last accepted segment (frame coordinates)
+        self._pending = 0               # consecutive frames with a segment inconsistent with the last one
+        self._consistent = False        # this frame's segment agrees with the last accepted one
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -143,6 +161,7 @@ class Tracker:
         try:
             if not self.initialised:
                 first = self._prompt_mask(frame, img, mask, first_line, auto, where)
+                self.confirmed = not (auto or self.searching)
                 if first is None:      # auto mode, nothing found (yet)
                     self.searching = True
                     res = self._finish(img, np.zeros(hw, np.float32), source="search")
@@ -231,7 +250,8 @@ class Tracker:
         prob_in = self.engine.segment(r, q)
         self._prev = getattr(q, "raw16", None)
         res = self._finish(img, self.letterbox.backward(prob_in), source="model")
-        if res.visible and res.score >= self.mem_min_score and self.memory.due(i):
+        consistent = self._consistent if self.policy == "segment" else True
+        if res.visible and res.score >= self.mem_min_score and consistent and self.memory.due(i):
             v = self.engine.encode_value(x, prob_in, q)
             self.memory.add(q.key, v, i)
         res.memory_frames = self.memory.frames
@@ -243,10 +263,15 @@ class Tracker:
 
         i = self.frame_index
         prob = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
+        seg = None
         if given_mask is not None:
             mask = given_mask
             visible = bool(mask.any())
             score = float(prob[mask].mean()) if visible else 0.0
+            if self.policy == "segment" and visible:
+                self._last_seg = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
+        elif self.policy == "segment" and source != "search":
+            mask, score, visible, seg = self._segment_decision(prob)
         else:
             mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
         area = int(mask.sum()) if visible else 0
@@ -258,8 +283,10 @@ class Tracker:
             self.entry_side = geo.entry_side
         raw_tip = geo.tip if geo else None
         raw_tail = geo.tail if geo else None
+        if seg is not None and visible:        # policy "segment": the ends of the fitted segment
+            raw_tail, raw_tip = seg.ends_by_entry(self.entry_side)
         if self.smooth and geo is not None and source != "search":
-            tip, tail = self.kalman.update(geo.tip, geo.tail)
+            tip, tail = self.kalman.update(raw_tip, raw_tail)
         elif self.smooth and source != "search":
             self.kalman.predict()          # keep the motion model running through gaps
             tip = tail = None
@@ -275,7 +302,65 @@ class Tracker:
             path = predicted_path(tip, tail, self.frame_hw)
         return TrackResult(frame_index=i, mask=mask, prob=prob, visible=visible, score=score, tip=tip, tail=tail,
                            angle_deg=angle, path=path, raw_tip=raw_tip, raw_tail=raw_tail, area_px=area,
-                           source=source, memory_frames=self.memory.frames)
+                           source=source, memory_frames=self.memory.frames, confirmed=self.confirmed,
+                           segment_score=seg.contrast if seg is not None else None)
+
+    def _segment_decision(self, prob: np.ndarray):
+        """Policy "segment" (tracker v2, DESIGN §6): fit the needle segment with the last accepted one as prior,
+        decide presence from its length, ridge score and contrast, and keep it consistent over time.
+
+        * visible needs: length >= ``min_length_frac`` of the frame diagonal, core ridge probability >=
+          ``min_score`` and ridge contrast against the bands beside it >= ``min_contrast``;
+        * a segment turned > ``max_turn_deg`` from the last accepted one, or shifted off its line by more than
+          max(4 widths, 6 % of the diagonal), is a jump: it is reported only once it has held for
+          ``reacquire_frames`` consecutive frames (a phantom on a tissue line rarely does; a real needle does);
+        * the mask is the segment drawn at its width plus the network mask in a band around it
+          (:func:`needletrack.track.segment.segment_mask`): blobs off the line never enter, and while the
+          needle holds still the dim distal part found by hysteresis stays in, so the mask does not shrink."""
+        h, w = prob.shape
+        diag = math.hypot(h, w)
+        seg = fit_segment_scaled(prob, self._last_seg, self.threshold, 0.5 * self.threshold, self.max_turn_deg)
+        self._consistent = False
+        empty = np.zeros((h, w), bool)
+        if seg is None or seg.length < self.min_length_frac * diag or seg.score < self.min_score \
+                or seg.contrast < self.min_contrast:
+            self._pending = 0
+            return empty, 0.0, False, None
+        last = self._last_seg
+        if last is not None:
+            jump = seg.angle_to(last) > self.max_turn_deg or \
+                seg.offset_to(last) > max(4.0 * max(seg.width, last.width), 0.06 * diag)
+            if jump:
+                self._pending += 1
+                if self._pending < self.reacquire_frames:
+                    return empty, 0.0, False, None
+            self._consistent = not jump
+        self._pending = 0
+        self._last_seg = seg
+        mask = segment_mask((h, w), seg, prob >= self.threshold)
+        return mask, seg.score, True, seg
+
+
+def fit_segment_scaled(prob: np.ndarray, prior, threshold: float, low: float, max_turn_deg: float = 12.0,
+                       work: int = 320):
+    """:func:`fit_segment` on a copy of ``prob`` shrunk so its longer side is at most ``work`` px (bounded
+    cost on large frames), with the result in frame coordinates."""
+    import cv2
+
+    h, w = prob.shape
+    f = min(1.0, work / max(h, w))
+    if f < 1.0:
+        small = cv2.resize(prob, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        pr = None
+        if prior is not None:
+            pr = Segment((prior.p0[0] * f, prior.p0[1] * f), (prior.p1[0] * f, prior.p1[1] * f), prior.width * f,
+                         prior.score, prior.contrast, prior.length * f)
+        s = fit_segment(small, pr, threshold=threshold, low=low, max_turn_deg=max_turn_deg)
+        if s is None:
+            return None
+        return Segment((s.p0[0] / f, s.p0[1] / f), (s.p1[0] / f, s.p1[1] / f), s.width / f, s.score, s.contrast,
+                       s.length / f)
+    return fit_segment(prob, prior, threshold=threshold, low=low, max_turn_deg=max_turn_deg)
 
 
 def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,

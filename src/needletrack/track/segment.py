@@ -1,0 +1,196 @@
+"""The needle as one straight segment, fitted robustly to the network's probability map (tracker v2).
+
+A biopsy needle in plane is one straight segment from the entry side to the tip (DESIGN §6). The network
+gives a probability per pixel; this module turns it into that segment and decides whether it is a needle.
+
+**Fit** (:func:`fit_segment`). Pixels with probability >= ``low`` are candidates, weighted by probability.
+A weighted RANSAC picks the line with the most probability mass within ``tol`` px; the previous segment is
+always one of the hypotheses, and lines turned more than ``max_turn_deg`` from it lose half their mass, so
+one stray blob cannot tip the axis. The line is refitted by weighted least squares on its inliers. Along the
+axis, the extent is found by hysteresis on the ridge profile (the largest probability across the line at each
+1-px step): it must reach ``threshold`` somewhere, and it extends over steps >= ``low`` with gaps no longer
+than ``max_gap`` px. The run holding the most mass wins; blobs off the line or beyond a gap are not part of it.
+
+**Evidence** (:class:`Segment`): ``score`` is the mean ridge probability where it reaches ``threshold``
+(comparable with the v1 score, the mean probability inside the mask), ``contrast`` that
+mean minus the mean probability in two bands either side of the line (``3 × width`` away), ``length`` the
+extent in px.
+
+**Mask rule** (:func:`segment_mask`): the output mask is the segment drawn at its width, united with the
+network's own mask (>= threshold) inside a band of ``1.5 × width`` around it. The drawn segment makes the
+mask follow the whole extent found by hysteresis (a dim distal part and the tip stay in), the band lets the
+network's exact edges through, and nothing off the line can enter.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from needletrack.geometry import line_mask
+
+
+@dataclass
+class Segment:
+    p0: tuple[float, float]       # one end (x, y) px, frame coordinates
+    p1: tuple[float, float]       # the other end
+    width: float                  # px
+    score: float                  # mean ridge probability along the extent
+    contrast: float               # score minus the mean probability beside the line
+    length: float                 # px
+
+    @property
+    def direction(self) -> np.ndarray:
+        d = np.subtract(self.p1, self.p0).astype(np.float64)
+        n = float(np.hypot(*d))
+        return d / n if n > 0 else np.array([1.0, 0.0])
+
+    def angle_to(self, other: "Segment") -> float:
+        """Unsigned angle between the two lines, degrees (0..90)."""
+        c = abs(float(np.dot(self.direction, other.direction)))
+        return math.degrees(math.acos(min(1.0, c)))
+
+    def offset_to(self, other: "Segment") -> float:
+        """Distance (px) of this segment's midpoint from the other's line."""
+        m = (np.asarray(self.p0) + np.asarray(self.p1)) / 2.0
+        d = other.direction
+        v = m - np.asarray(other.p0)
+        return abs(float(v[0] * d[1] - v[1] * d[0]))
+
+    def ends_by_entry(self, entry_side: str | None) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(tail, tip): the tail is the end nearer the entry border ("left", "right" or "top"; None: the
+        shallower end is the tail)."""
+        a, b = self.p0, self.p1
+        if entry_side == "left":
+            return (a, b) if a[0] <= b[0] else (b, a)
+        if entry_side == "right":
+            return (a, b) if a[0] >= b[0] else (b, a)
+        return (a, b) if a[1] <= b[1] else (b, a)
+
+
+def _line_from(pts: np.ndarray, w: np.ndarray):
+    """Weighted total-least-squares line: (centre, unit direction)."""
+    c = (pts * w[:, None]).sum(0) / max(w.sum(), 1e-9)
+    q = (pts - c) * np.sqrt(w)[:, None]
+    _, _, vt = np.linalg.svd(q, full_matrices=False)
+    return c, vt[0]
+
+
+def _sample(prob: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    h, w = prob.shape
+    xi = np.clip(np.round(xs).astype(int), 0, w - 1)
+    yi = np.clip(np.round(ys).astype(int), 0, h - 1)
+    inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    return np.where(inside, prob[yi, xi], 0.0)
+
+
+def fit_segment(prob: np.ndarray, prior: Segment | None = None, threshold: float = 0.5, low: float = 0.2,
+                tol: float | None = None, max_gap: float | None = None, max_turn_deg: float = 12.0,
+                iterations: int = 48, max_points: int = 2500, seed: int = 0) -> Segment | None:
+    """The needle segment in ``prob`` (H×W float in [0, 1]), or None when nothing reaches ``threshold``."""
+    prob = np.asarray(prob, dtype=np.float32)
+    h, w = prob.shape
+    diag = math.hypot(h, w)
+    ys, xs = np.nonzero(prob >= low)
+    if xs.size < 3 or float(prob.max()) < threshold:
+        return None
+    wts = prob[ys, xs].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    if xs.size > max_points:
+        keep = rng.choice(xs.size, size=max_points, replace=False, p=wts / wts.sum())
+        xs, ys, wts = xs[keep], ys[keep], wts[keep]
+    pts = np.column_stack([xs, ys]).astype(np.float64)
+    tol = float(tol) if tol is not None else max(2.5, 0.012 * diag)
+    max_gap = float(max_gap) if max_gap is not None else max(6.0, 0.04 * diag)
+    # hypotheses: pairs of points drawn by weight, plus the prior's line
+    p = wts / wts.sum()
+    i = rng.choice(len(pts), size=iterations, p=p)
+    j = rng.choice(len(pts), size=iterations, p=p)
+    a, b = pts[i], pts[j]
+    d = b - a
+    n = np.hypot(d[:, 0], d[:, 1])
+    ok = n > max(2.0, tol)
+    a, d = a[ok], d[ok] / n[ok, None]
+    if prior is not None:
+        a = np.vstack([a, np.asarray(prior.p0, float)[None]])
+        d = np.vstack([d, prior.direction[None]])
+    if len(a) == 0:
+        c, u = _line_from(pts, wts)
+        a, d = c[None], u[None]
+    # perpendicular distances of every point to every hypothesis
+    rel = pts[None, :, :] - a[:, None, :]
+    dist = np.abs(rel[..., 0] * d[:, None, 1] - rel[..., 1] * d[:, None, 0])
+    mass = ((dist <= tol) * wts[None, :]).sum(1)
+    if prior is not None:
+        cosang = np.abs(d @ prior.direction)
+        mass = np.where(cosang < math.cos(math.radians(max_turn_deg)), 0.5 * mass, mass)
+    k = int(np.argmax(mass))
+    inl = dist[k] <= tol
+    if inl.sum() < 2:
+        return None
+    c, u = _line_from(pts[inl], wts[inl])
+    # ridge profile along the axis, over the whole frame
+    t_in = (pts[inl] - c) @ u
+    t0, t1 = float(t_in.min()) - max_gap, float(t_in.max()) + max_gap
+    ts = np.arange(t0, t1 + 1.0, 1.0)
+    nrm = np.array([-u[1], u[0]])
+    offs = np.arange(-math.ceil(tol), math.ceil(tol) + 1, 1.0)
+    X = c[0] + ts[:, None] * u[0] + offs[None, :] * nrm[0]
+    Y = c[1] + ts[:, None] * u[1] + offs[None, :] * nrm[1]
+    ridge = _sample(prob, X, Y).max(1)
+    # hysteresis runs: >= low with gaps <= max_gap, holding at least one step >= threshold
+    on = ridge >= low
+    idx = np.nonzero(on)[0]
+    if idx.size == 0:
+        return None
+    breaks = np.nonzero(np.diff(idx) > max_gap)[0]
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks], [idx[-1]]])
+    best, best_mass = None, -1.0
+    for s, e in zip(starts, ends):
+        seg = ridge[s:e + 1]
+        if seg.max() < threshold:
+            continue
+        m = float(seg[seg >= low].sum())
+        if m > best_mass:
+            best, best_mass = (int(s), int(e)), m
+    if best is None:
+        return None
+    s, e = best
+    prof = ridge[s:e + 1]
+    score = float(prof[prof >= threshold].mean())
+    length = float(ts[e] - ts[s])
+    q0 = c + ts[s] * u
+    q1 = c + ts[e] * u
+    width = _width(prob, c, u, nrm, ts[s], ts[e], threshold, tol)
+    # contrast: ridge against two bands beside the line
+    off = 3.0 * max(width, 2.0)
+    tt = ts[s:e + 1]
+    side = np.concatenate([
+        _sample(prob, c[0] + tt * u[0] + sgn * off * nrm[0], c[1] + tt * u[1] + sgn * off * nrm[1])
+        for sgn in (-1.0, 1.0)])
+    contrast = score - float(side.mean()) if side.size else score
+    return Segment((float(q0[0]), float(q0[1])), (float(q1[0]), float(q1[1])), width, score, contrast, length)
+
+
+def _width(prob, c, u, nrm, ta, tb, threshold, tol) -> float:
+    """Median full width (px) of the >= threshold cross-section at up to 16 stations along the extent."""
+    ts = np.linspace(ta, tb, 16)
+    r = max(math.ceil(2.5 * tol), 3)
+    offs = np.arange(-r, r + 1, 1.0)
+    X = c[0] + ts[:, None] * u[0] + offs[None, :] * nrm[0]
+    Y = c[1] + ts[:, None] * u[1] + offs[None, :] * nrm[1]
+    across = _sample(prob, X, Y) >= threshold
+    widths = across.sum(1)
+    widths = widths[widths > 0]
+    return float(np.clip(np.median(widths), 1.5, 2 * r)) if widths.size else 1.5
+
+
+def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None) -> np.ndarray:
+    """The output mask (module doc): the segment at its width, plus the network mask in a band around it."""
+    m = line_mask(shape, seg.p0, seg.p1, seg.width)
+    if net_mask is not None:
+        band = line_mask(shape, seg.p0, seg.p1, 3.0 * seg.width + 2.0)
+        m |= net_mask & band
+    return m
