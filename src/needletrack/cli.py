@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -33,15 +34,22 @@ def _load(module: str):
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from needletrack import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="needletrack",
         description="Find and follow a biopsy needle in 2D ultrasound video (STNAN memory network).",
     )
     parser.add_argument("--version", action="version", version=f"needletrack {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in COMMANDS.items():
         mod = _load(module)
         if mod is None:
@@ -50,6 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """While a command runs: needletrack's own warnings (NeedletrackWarning) are one ``warning:`` line each
+    on stderr; other libraries' warnings (numpy, PIL, pydicom, torch) are not shown unless NEEDLETRACK_DEBUG
+    is set, so a bad input gives its one-line error and nothing before it."""
+    import warnings
+
+    from needletrack.errors import NeedletrackWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"needletrack {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        if not os.environ.get("NEEDLETRACK_DEBUG"):
+            warnings.simplefilter("ignore")
+        warnings.simplefilter("always", NeedletrackWarning)
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args._run(args)
+        with _warnings_as_lines(args.command):
+            rc = args._run(args)
     except NeedletrackError as e:
         print(f"needletrack {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code

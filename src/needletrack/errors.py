@@ -15,3 +15,8 @@ class NeedletrackError(Exception):
 
 class InputError(NeedletrackError):
     """A file or folder that cannot be read or is not what it claims to be."""
+
+
+class NeedletrackWarning(UserWarning):
+    """Input that is read, but probably not what the user meant (e.g. a mask covering the whole frame).
+    The CLI prints it as one ``warning:`` line; other libraries' warnings are not shown there."""

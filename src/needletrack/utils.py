@@ -6,14 +6,56 @@ import json
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
+
+_QUIET_LOCK = threading.Lock()
+_QUIET_STATE = {"depth": 0, "saved": None}
 
 
 def natural_key(s: str | os.PathLike) -> list:
     """Sort key so that 'f2' < 'f10'."""
     name = os.fspath(s)
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Discard what C libraries (libpng, libtiff, OpenCV, ITK, FFmpeg) write straight to file descriptor 2
+    while the block runs, so a bad input gives the CLI's one-line error and nothing else. Python's own
+    ``sys.stderr`` output is flushed first and not affected outside the block. Nested and concurrent uses
+    share one redirection (the last one out restores fd 2). ``NEEDLETRACK_DEBUG=1`` turns it off."""
+    if os.environ.get("NEEDLETRACK_DEBUG"):
+        yield
+        return
+    import sys
+
+    with _QUIET_LOCK:
+        if _QUIET_STATE["depth"] == 0:
+            try:
+                sys.stderr.flush()
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                saved = os.dup(2)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+            except OSError:
+                saved = None
+            else:
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _QUIET_STATE["saved"] = saved
+        _QUIET_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_STATE["depth"] -= 1
+            if _QUIET_STATE["depth"] == 0 and _QUIET_STATE["saved"] is not None:
+                os.dup2(_QUIET_STATE["saved"], 2)
+                os.close(_QUIET_STATE["saved"])
+                _QUIET_STATE["saved"] = None
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@
     ROOT/<seq>/meta.json              optional {"fps": 25, "pixel_spacing_mm": [dy, dx], "source": "..."}
     ROOT/<seq>/needle.json            optional, simulated data: per-frame tip, tail, angle, visible fraction
 
-Masks with values other than 0 and 255 are binarised at 128 when read (documented rule: >= 128 is needle).
+Masks are read by the one mask rule of :mod:`needletrack.io.masks` (0/255 and 0/1 masks, colour masks and
+masks of any depth mean the same there as everywhere else).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from needletrack.errors import InputError
 from needletrack.utils import natural_key, write_json_atomic, write_png_atomic
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-MASK_THRESHOLD = 128
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -35,7 +35,7 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path, shape=None) -> np.ndarray:
-    """Read a mask as bool (values >= 128 are needle); ``shape`` (H, W) checks the size."""
+    """Read a mask as bool (needletrack.io.masks rule); ``shape`` (H, W) checks the size."""
     from needletrack.io.masks import read_mask as _read_mask
 
     return _read_mask(path, shape)

@@ -3,7 +3,8 @@
 ``validate_dataset(root) -> list[Problem]``; an empty list means the folder is in the format. Each
 problem names the file (or folder) and what is wrong with it, and is an ``"error"`` (the data cannot be
 used as is) or a ``"warning"`` (readable, but not in the format: it is converted when read, e.g. a mask
-with values other than 0/255 is binarised at 128, an RGB or 16-bit frame is converted to 8-bit gray).
+with values other than 0/255 is binarised by the one mask rule of needletrack.io.masks, an RGB or 16-bit
+frame is converted to 8-bit gray).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from needletrack.errors import InputError
+from needletrack.io.masks import binarize_mask, mask_range, mask_warning
 from needletrack.utils import natural_key
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -44,12 +47,15 @@ def _images(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _read(path: Path):
-    import cv2
+    """(image as decoded, None) or (None, why not): header checked first, library noise not shown."""
+    from needletrack.io.folder import read_image_raw
 
     try:
-        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
+        return read_image_raw(path), None
+    except InputError as e:
+        msg = str(e)
+        prefix = f"{path}: "
+        return None, (msg[len(prefix):] if msg.startswith(prefix) else msg)
 
 
 def _sequence_dirs(root: Path) -> list[Path]:
@@ -90,9 +96,9 @@ def validate_sequence(seq: Path) -> list[Problem]:
     size0 = None
     sizes: dict[str, tuple[int, int]] = {}
     for p in frames:
-        img = _read(p)
+        img, why = _read(p)
         if img is None:
-            out.append(Problem(p, "cannot read image (truncated, corrupt or not an image)"))
+            out.append(Problem(p, why))
             continue
         h, w = img.shape[:2]
         sizes[p.stem] = (h, w)
@@ -122,28 +128,40 @@ def validate_sequence(seq: Path) -> list[Problem]:
             if m.stem not in fstems:
                 out.append(Problem(m, "mask has no frame of the same name in frames/"))
                 continue
-            img = _read(m)
+            img, why = _read(m)
             if img is None:
-                out.append(Problem(m, "cannot read mask (truncated, corrupt or not an image)"))
+                out.append(Problem(m, why.replace("cannot read image", "cannot read mask")))
+                continue
+            try:
+                mb = binarize_mask(img)               # the one mask rule (needletrack.io.masks)
+            except InputError as e:
+                out.append(Problem(m, str(e)))
                 continue
             h, w = img.shape[:2]
             if m.stem in sizes and (h, w) != sizes[m.stem]:
                 fh, fw = sizes[m.stem]
                 out.append(Problem(m, f"mask size {w}x{h} differs from its frame's {fw}x{fh}"))
             if img.ndim == 3 or img.dtype != np.uint8:
-                out.append(Problem(m, "mask is not 8-bit single-channel (converted when read)", "warning"))
-            vals = np.unique(img)
-            bad = vals[(vals != 0) & (vals != (255 if img.dtype == np.uint8 else np.iinfo(img.dtype).max))]
+                out.append(Problem(m, f"mask is not 8-bit single-channel ({img.dtype}, "
+                                      f"{img.shape[2] if img.ndim == 3 else 1} channel(s); converted when read)",
+                                   "warning"))
+            gray = img if img.ndim == 2 else img[:, :, :3].max(axis=2) if img.shape[2] >= 3 else img[:, :, 0]
+            full = mask_range(gray)
+            vals = np.unique(gray)
+            bad = vals[(vals != 0) & (vals != full)]
             if bad.size:
-                out.append(Problem(m, f"mask has values other than 0/255 ({_fmt_vals(bad)}); "
-                                      "read as needle where >= 128", "warning"))
+                out.append(Problem(m, f"mask has values other than 0/{full:g} ({_fmt_vals(bad)}); read as "
+                                      f"needle where above {full / 2:g}", "warning"))
+            note = mask_warning(mb)
+            if note:
+                out.append(Problem(m, f"mask {note}", "warning"))
     out.extend(_check_meta(seq / "meta.json"))
     out.extend(_check_needle(seq / "needle.json", len(frames)))
     return out
 
 
 def _fmt_vals(vals: np.ndarray) -> str:
-    v = [int(x) for x in vals[:6]]
+    v = [f"{float(x):g}" for x in vals[:6]]
     return ", ".join(map(str, v)) + (", ..." if vals.size > 6 else "")
 
 

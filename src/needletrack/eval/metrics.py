@@ -205,13 +205,26 @@ def evaluate_sequence(pred_folder: Path, seq, accumulate: MetricAccumulator | No
     if missing:
         shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)" if len(missing) > 3 else "")
         raise InputError(f"prediction folder is missing frames {shown} of sequence '{seq.name}'", pred_folder)
+    from needletrack.io.masks import mask_warning
+
+    odd: list[tuple] = []
     for mpath in scored:
         gt = read_mask(mpath)
         pred = read_mask(preds[mpath.stem])
         if pred.shape != gt.shape:
             raise InputError(f"mask size {pred.shape[1]}x{pred.shape[0]} differs from the ground truth "
                              f"{gt.shape[1]}x{gt.shape[0]} ({mpath})", preds[mpath.stem])
+        note = mask_warning(gt)
+        if note:
+            odd.append((mpath, note))
         acc.update(pred, gt)
+    if odd:
+        import warnings
+
+        from needletrack.errors import NeedletrackWarning
+
+        warnings.warn(f"{len(odd)} ground-truth mask(s) of sequence '{seq.name}' look wrong, scored as given "
+                      f"(first: {odd[0][0]} {odd[0][1]})", NeedletrackWarning, stacklevel=2)
     if accumulate is not None:
         accumulate.merge(acc)
     return acc

@@ -20,6 +20,8 @@ from needletrack.io.spacing import parse_spacing
 from needletrack.utils import natural_key
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MAX_IMAGE_SIDE = 16384             # no ultrasound frame or mask is larger; a header claiming more is refused
+MAX_IMAGE_PIXELS = 8192 * 8192     # before anything is decoded (a 100000x100000 PNG is a few hundred bytes)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -28,13 +30,59 @@ def list_images(folder: Path) -> list[Path]:
                   key=lambda p: natural_key(p.name))
 
 
+def image_header(path) -> tuple[int, int, str]:
+    """(width, height, PIL mode) from the file's header only, nothing decoded. Raises InputError for a file
+    that is not an image, or whose header claims more than MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS."""
+    import warnings
+
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # Pillow's DecompressionBombWarning and friends
+            with Image.open(path) as im:
+                (w, h), mode = im.size, im.mode
+    except Image.DecompressionBombError:
+        raise InputError(f"image header claims more than {MAX_IMAGE_PIXELS} pixels; refused before "
+                         "decoding (corrupt, or not a frame)", path) from None
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not an image file", path) from None
+    except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds on a bad header
+        raise InputError(f"cannot read image (truncated, corrupt or not an image: {type(e).__name__})",
+                         path) from None
+    if w < 1 or h < 1 or w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
+        raise InputError(f"image header claims {w}x{h} pixels, over the limit ({MAX_IMAGE_SIDE} px a side, "
+                         f"{MAX_IMAGE_PIXELS} pixels); refused before decoding", path)
+    return int(w), int(h), str(mode)
+
+
+def read_image_raw(path) -> np.ndarray:
+    """One image file as OpenCV decodes it (any depth, BGR(A) channel order), after the header check; what
+    libpng/libtiff print about a bad file is not shown. InputError if it does not decode."""
+    import cv2
+
+    from needletrack.utils import quiet_native_stderr
+
+    path = Path(path)
+    image_header(path)
+    with quiet_native_stderr():
+        try:
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            img = None
+    if img is None or img.size == 0:
+        raise InputError("cannot read image (truncated, corrupt or not an image)", path)
+    return img
+
+
 def read_image_u8(path: Path, rgb: bool = False) -> np.ndarray:
     """One image file -> uint8 (H×W gray, or H×W×3 RGB when ``rgb``); 16-bit scaled by v*255/65535."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError("cannot read image (truncated, corrupt or not an image)", path)
+    img = read_image_raw(path)
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
@@ -82,16 +130,11 @@ class FolderCine(Cine):
 
     def _check_sizes(self) -> None:
         """Header-only pass (PIL opens lazily): every frame must have the first frame's size."""
-        from PIL import Image, UnidentifiedImageError
-
         size0 = None
         sixteen = False
         for p in self._paths:
-            try:
-                with Image.open(p) as im:
-                    size, mode = im.size, im.mode
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise InputError(f"cannot read image ({type(e).__name__})", p) from None
+            w, h, mode = image_header(p)
+            size = (w, h)
             if size0 is None:
                 size0 = size
                 self.width, self.height = int(size[0]), int(size[1])

@@ -23,23 +23,18 @@ def parse_line(text: str) -> tuple[float, float, float, float]:
 
 
 def read_first_mask(path, shape: tuple[int, int]) -> np.ndarray:
-    """A first-frame mask PNG as bool; its size must match the frame's."""
-    import cv2
+    """A first-frame mask file as bool, by the one mask rule (needletrack.io.masks); its size must match
+    the frame's."""
+    from needletrack.io.masks import binarize_mask, read_mask_array
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError("no such mask file", p)
-    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError("cannot read the mask (not an image?)", p)
-    if img.ndim == 3:
-        img = img[:, :, :3].max(axis=2) if img.shape[2] >= 3 else img[:, :, 0]
-    if img.shape != tuple(shape):
+    img = read_mask_array(p)
+    if img.shape[:2] != tuple(shape):
         raise InputError(f"mask is {img.shape[1]}×{img.shape[0]} px but the frames are {shape[1]}×{shape[0]} px", p)
-    thr = 128 if img.dtype == np.uint8 else (32768 if img.dtype == np.uint16 else 0.5)
-    m = img >= thr
+    m = binarize_mask(img, p)
     if not m.any():
-        raise InputError("mask is empty (no pixel >= 128): draw the needle, or use --first-line / --auto", p)
+        raise InputError("mask is empty (no needle pixel: 0/255, 0/1 and colour masks are read): draw the "
+                         "needle, or use --first-line / --auto", p)
     return m
 
 

@@ -180,23 +180,23 @@ class Tracker:
     def _prompt_mask(self, frame, img, mask, first_line, auto, where):
         hw = img.shape
         if mask is not None:
+            from needletrack.io.masks import binarize_mask, mask_warning
+
             m = np.asarray(mask)
-            if m.ndim == 3 and m.shape[2] in (1, 3, 4):
-                m = m[:, :, 0]
-            if m.shape != hw:
-                raise NeedletrackError(f"first mask is {m.shape[1] if m.ndim > 1 else '?'}×{m.shape[0]} px but "
-                                       f"the frame is {hw[1]}×{hw[0]} px")
-            if m.dtype == bool:
-                mb = m
-            elif np.issubdtype(m.dtype, np.floating):
-                if not np.all(np.isfinite(m)):
-                    raise NeedletrackError("first mask contains NaN or inf")
-                mb = m > 0.5 if m.max() <= 1.0 else m >= 128
-            else:
-                mb = m >= 128 if m.max() > 1 else m > 0
+            if m.ndim not in (2, 3) or m.shape[:2] != hw:
+                size = f"{m.shape[1]}×{m.shape[0]} px" if m.ndim in (2, 3) else f"of shape {m.shape}"
+                raise NeedletrackError(f"first mask is {size} but the frame is {hw[1]}×{hw[0]} px")
+            mb = binarize_mask(m, "first mask")      # the one mask rule (needletrack.io.masks)
             if not mb.any():
                 raise NeedletrackError("first mask is empty (no needle pixels): draw the needle, or use "
                                        "first_line= / auto=True")
+            note = mask_warning(mb)
+            if note:
+                import warnings
+
+                from needletrack.errors import NeedletrackWarning
+
+                warnings.warn(f"first mask {note}; tracked as given", NeedletrackWarning, stacklevel=3)
             return mb
         if first_line is not None:
             from needletrack.geometry import line_mask
