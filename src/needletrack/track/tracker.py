@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from needletrack.errors import NeedletrackError
+from needletrack.models.weights import read_header_metadata
 from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
@@ -414,13 +414,8 @@ def shipped_tracker_settings(name_or_path) -> dict:
 
         path = os.path.join(weights_dir(), f"{s}.safetensors")
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                return {}
-            header = json.loads(f.read(n))
-        meta = json.loads(header.get("__metadata__", {}).get("needletrack_meta", "{}"))
-    except (OSError, ValueError, struct.error, AttributeError):
+        meta = json.loads(read_header_metadata(path).get("needletrack_meta", "{}"))
+    except (NeedletrackError, ValueError):
         return {}
     settings = meta.get("tracker") or {} if isinstance(meta, dict) else {}
     return {k: settings[k] for k in TRACKER_SETTINGS if k in settings}
