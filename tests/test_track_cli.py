@@ -144,4 +144,5 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, model_path
     rc = main(["track", str(video), "--out", str(out), "--first-mask", str(first_mask), "--model", str(model_path),
                "--quiet"])
     assert rc == 130
-    assert list(out.iterdir()) == []                 # no masks/, needle.csv, overlay.mp4, summary.json, partials
+    assert not out.exists()          # nothing at all: no masks/, needle.csv, overlay.mp4, summary.json, partials,
+                                     # and not the (empty) folder this first run created (issue 14 R6)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import sys
@@ -99,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as e:   # the file system refused (disk full, read-only, permissions): the user's to fix
+        if os.environ.get("NEEDLETRACK_DEBUG"):
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        what = e.strerror or str(e) or type(e).__name__
+        hint = " (earlier outputs were left as they were)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"needletrack {args.command}: error: {where}{what}{hint}", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, unless debugging
         if os.environ.get("NEEDLETRACK_DEBUG"):
             raise

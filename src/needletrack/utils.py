@@ -68,7 +68,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = suffix if suffix is not None else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{ext}", dir=path.parent)
+    # the writer's pid is in the name, so that a later run can tell a killed writer's leftovers from a live one's
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".partial{ext}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -116,3 +117,106 @@ def write_png_atomic(path: str | os.PathLike, image) -> None:
     if not ok:
         raise RuntimeError(f"could not encode PNG for {path}")
     write_bytes_atomic(path, buf.tobytes())
+
+
+def check_device(name) -> str:
+    """A torch device name the user gave (``--device``): NeedletrackError (one line, exit 2) for a name that
+    is not a device, a CUDA device on a machine without CUDA, or a CUDA index past the last GPU."""
+    from needletrack.errors import NeedletrackError
+
+    text = str(name).strip()
+    try:
+        import torch
+    except ImportError:
+        if text == "cpu":
+            return text
+        raise NeedletrackError(f"--device {text}: PyTorch is not installed (only cpu is possible)") from None
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise NeedletrackError(f"--device {text!r} is not a device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cpu":
+        return text
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NeedletrackError(f"--device {text}: CUDA is not available on this machine (use --device cpu)")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise NeedletrackError(f"--device {text}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+        return text
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise NeedletrackError(f"--device {text}: MPS is not available on this machine (use --device cpu)")
+        return text
+    raise NeedletrackError(f"--device {text}: device type {dev.type!r} is not supported (cpu, cuda, cuda:N)")
+
+
+def prepare_out_dir(path, flag: str = "--out") -> list[Path]:
+    """Create the output folder ``path`` (and missing parents) after checking that it can be: not a file,
+    no file in its way, writable. Returns the folders it created, outermost first (so that a failed first
+    run can remove them again with :func:`remove_created_dirs`). NeedletrackError (exit 2) otherwise."""
+    from needletrack.errors import NeedletrackError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NeedletrackError(f"{flag} {p}: exists and is not a folder")
+    created: list[Path] = []
+    q = p
+    while not q.exists():
+        created.append(q)
+        if q.parent == q:
+            break
+        q = q.parent
+    if not q.is_dir():
+        raise NeedletrackError(f"{flag} {p}: {q} is a file, not a folder")
+    created.reverse()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        remove_created_dirs(created)
+        raise NeedletrackError(f"{flag} {p}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        remove_created_dirs(created)
+        raise NeedletrackError(f"{flag} {p}: the folder is not writable")
+    return created
+
+
+def remove_created_dirs(created: list[Path]) -> None:
+    """Remove folders made by :func:`prepare_out_dir` again, innermost first, where they are still empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours included)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def check_out_file(path, flag: str) -> Path:
+    """An output file the user named (``--json OUT``): NeedletrackError (exit 2) when it is a folder or a
+    file stands where its folder should be; checked before any work is done."""
+    from needletrack.errors import NeedletrackError
+
+    p = Path(path)
+    if p.is_dir():
+        raise NeedletrackError(f"{flag} {p}: is a folder; give a file name")
+    q = p.parent
+    while not q.exists() and q.parent != q:
+        q = q.parent
+    if q.exists() and not q.is_dir():
+        raise NeedletrackError(f"{flag} {p}: {q} is a file, not a folder")
+    return p

@@ -33,6 +33,14 @@ def run(args) -> int:
         raise NeedletrackError(f"--threads must be >= 1, got {args.threads}")
     if args.warmup < 0:
         raise NeedletrackError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.frames < 1:
+        raise NeedletrackError(f"--frames must be >= 1, got {args.frames}")
+    if args.size is not None and args.size < 32:
+        raise NeedletrackError(f"--size must be >= 32, got {args.size}")
+    if args.json:
+        from needletrack.utils import check_out_file
+
+        check_out_file(args.json, "--json")
     res = benchmark(args.model, engine=args.engine, size=args.size, frames=args.frames,
                     compare=None if str(args.compare).lower() == "none" else args.compare,
                     frame_size=args.frame_size, warmup=args.warmup, threads=args.threads,

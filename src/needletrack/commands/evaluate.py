@@ -19,6 +19,10 @@ def run(args) -> int:
     from needletrack.eval.metrics import evaluate_dirs, format_table
     from needletrack.utils import write_json_atomic
 
+    if args.json and args.json != "-":
+        from needletrack.utils import check_out_file
+
+        check_out_file(args.json, "--json")
     result = evaluate_dirs(args.pred_dir, args.gt_root)
     if args.json:
         if args.json == "-":

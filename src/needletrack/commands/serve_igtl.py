@@ -128,6 +128,11 @@ def run(args) -> int:
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration >= 0):
         raise NeedletrackError("--duration must be >= 0")
     source = parse_source(args.source) if args.source else None
+    from needletrack.utils import check_device, check_out_file
+
+    check_device(args.device)
+    if args.stats_json:
+        check_out_file(args.stats_json, "--stats-json")
     restore_logging = _setup_logging(args.quiet)
     try:
         return _serve(args, source)

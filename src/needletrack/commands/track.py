@@ -29,11 +29,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import json
     import sys
 
     from needletrack.errors import NeedletrackError
-    from needletrack.track.pipeline import parse_line, track_to_folder
+    from needletrack.track.pipeline import parse_line
 
     first_line = parse_line(args.first_line) if args.first_line else None
     if not (args.first_mask or first_line or args.auto):
@@ -43,6 +42,57 @@ def run(args) -> int:
         raise NeedletrackError("--max-frames must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise NeedletrackError("--threads must be >= 1")
+    from needletrack.io import detect_format
+    from needletrack.utils import check_device, prepare_out_dir, remove_created_dirs
+
+    check_device(args.device)
+    detect_format(args.input)                    # a missing or unknown input: say so before creating --out
+    created = prepare_out_dir(args.out)
+    try:
+        with _sigterm_as_interrupt():
+            return _run(args, first_line)
+    except Terminated:
+        remove_created_dirs(created)             # a failed first run leaves no empty folder behind
+        print("needletrack track: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
+        return 143
+    except BaseException:
+        remove_created_dirs(created)
+        raise
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during ``track``: unwinds like Ctrl-C, so the partial outputs are deleted."""
+
+
+def _sigterm_as_interrupt():
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def ctx():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_term(signum, frame):
+            raise Terminated
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return ctx()
+
+
+def _run(args, first_line) -> int:
+    import json
+    import sys
+
+    from needletrack.track.pipeline import track_to_folder
+
     if args.threads:
         import os
 

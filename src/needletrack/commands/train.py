@@ -31,6 +31,10 @@ def run(args) -> int:
         raise NeedletrackError(f"--steps must be >= 1, got {args.steps}")
     if args.stop_after is not None and args.stop_after < 1:
         raise NeedletrackError(f"--stop-after must be >= 1, got {args.stop_after}")
+    if args.device == "cuda":
+        from needletrack.utils import check_device
+
+        check_device("cuda")
     out = args.out or str(Path("runs") / Path(args.config).stem)
     command = "needletrack " + shlex.join(sys.argv[1:])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -56,6 +56,8 @@ class DicomCine(Cine):
             if "End of file" in msg or "truncated" in msg.lower():
                 raise InputError(f"truncated DICOM ({_short(msg)})", path)
         if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            if len(ds) == 0 or _ends_early(ds, path):   # cut inside its header: nothing but the file meta
+                raise InputError("truncated or corrupt DICOM: the file ends before its pixel data", path)
             raise InputError("DICOM has no pixel data", path)
         try:
             self.height = int(ds.Rows)
@@ -180,6 +182,18 @@ class DicomCine(Cine):
         if self._photometric == "MONOCHROME1":
             img = 255 - img
         return img
+
+
+def _ends_early(ds, path) -> bool:
+    """Whether the file stops before its last element's value does (a DICOM cut off mid-element)."""
+    try:
+        last = ds[list(ds.keys())[-1]] if len(ds) else None
+        size = Path(path).stat().st_size
+        tell = getattr(last, "value_tell", None) if last is not None else None
+        length = getattr(last, "length", None) if last is not None else None
+        return tell is not None and length not in (None, 0xFFFFFFFF) and tell + length > size
+    except Exception:  # noqa: BLE001 - a guess only; "no pixel data" is said otherwise
+        return False
 
 
 def _quiet(it):

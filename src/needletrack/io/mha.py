@@ -24,6 +24,7 @@ import numpy as np
 from needletrack.errors import InputError
 from needletrack.io.base import Cine
 from needletrack.io.pixels import to_u8
+from needletrack.utils import quiet_native_stderr
 
 MHA_SUFFIXES = (".mha", ".mhd")
 _TS = re.compile(r"^Seq_Frame(\d+)_Timestamp$")
@@ -132,7 +133,8 @@ class MhaCine(Cine):
         check_header(path, allow_data_file)
         r = _reader(sitk, path)
         try:
-            r.ReadImageInformation()
+            with quiet_native_stderr():          # MetaIO prints its complaints before raising
+                r.ReadImageInformation()
         except RuntimeError as e:
             raise InputError(f"not a readable MetaImage ({_first_line(e)})", path) from None
         size = r.GetSize()
@@ -179,7 +181,8 @@ class MhaCine(Cine):
                 if self._dim == 3:
                     r.SetExtractIndex([0, 0, i])
                     r.SetExtractSize([self.width, self.height, 0])
-                img = sitk.GetArrayFromImage(r.Execute())
+                with quiet_native_stderr():
+                    img = sitk.GetArrayFromImage(r.Execute())
             except RuntimeError as e:
                 raise InputError(f"truncated or corrupt pixel data at frame {i} ({_first_line(e)})",
                                  self.path) from None
@@ -199,6 +202,12 @@ def _reader(sitk, path):
 
 
 def _first_line(e: Exception) -> str:
+    # ITK adds the C library's last errno text ("Reason: No such file or directory" for a file that exists
+    # but is corrupt, "Reason: Success"), unrelated to the problem: dropped, like the source-file location
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    msg = next((ln for ln in lines if "Description" in ln), lines[-1] if lines else type(e).__name__)
-    return msg[:160]
+    lines = [ln for ln in lines if not ln.startswith(("Reason:", "Exception thrown in"))]
+    msg = next((ln for ln in lines if "Description" in ln), lines[-1] if lines else "")
+    msg = re.sub(r"\s*\(?Reason: [^)]*\)?\s*$", "", msg)
+    msg = re.sub(r"^.*?Description:\s*", "", msg)
+    msg = re.sub(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\):\s*", "", msg).strip()
+    return (msg or "corrupt file")[:160]

@@ -5,23 +5,69 @@
     DIR/overlay.mp4        H.264: mask tint, shaft, tip, predicted path, frame number
     DIR/summary.json       written last
 
-While running, masks go to ``DIR/.masks.partial-<pid>/`` and the CSV and the video to hidden ``.partial``
-files; :meth:`TrackOutputs.close` renames them into place (masks, CSV, video) and writes summary.json last.
-:meth:`abort` (called on any error or Ctrl-C) deletes the partial files; a previous run's outputs in DIR are
-left as they were until the new run completes.
+While running, masks go to ``DIR/.masks.partial-<pid>/`` and the CSV and the video to hidden
+``.needle.<pid>-*.partial.csv`` / ``.overlay.<pid>-*.partial.mp4`` files; :meth:`TrackOutputs.close` renames
+them into place (masks, CSV, video), removes what an earlier run left that this run does not write (an old
+overlay.mp4 after ``--no-overlay``), and writes summary.json last. :meth:`abort` (called on any error,
+Ctrl-C or SIGTERM) deletes the partial files; a previous run's outputs in DIR are left as they were until the
+new run completes. A run that was killed (SIGKILL) cannot clean up: the next run in DIR removes partial files
+whose writer process is gone (:func:`remove_stale_partials`).
 """
 from __future__ import annotations
 
 import csv
 import io
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
 from needletrack.track.tracker import CSV_HEADER
 from needletrack.utils import atomic_path, write_json_atomic
+
+
+OUTPUTS = {"masks": "masks", "needle_csv": "needle.csv", "overlay": "overlay.mp4"}   # + summary.json
+_PARTIAL = re.compile(r"^\.(?:masks\.(?:partial|old)-(\d+)"
+                      r"|(?:needle|overlay|summary)\.(?:(\d+)-)?[^/]*\.partial\.(?:csv|mp4|json))$")
+_UNKNOWN_OWNER_AGE_S = 3600.0      # partial files of an older version (no pid in the name): stale after an hour
+
+
+def remove_stale_partials(folder) -> list[str]:
+    """Delete the hidden partial files of ``track`` runs in ``folder`` whose process is gone (a run killed
+    with SIGKILL). Returns the names removed."""
+    from needletrack.utils import pid_alive
+
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _PARTIAL.match(p.name)
+        if m is None:
+            continue
+        pid = m.group(1) or m.group(2)
+        if pid is not None:
+            if pid_alive(int(pid)):
+                continue
+        else:
+            try:
+                if time.time() - p.lstat().st_mtime < _UNKNOWN_OWNER_AGE_S:
+                    continue
+            except OSError:
+                continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p.name)
+        except OSError:
+            pass
+    return removed
 
 
 class TrackOutputs:
@@ -32,6 +78,7 @@ class TrackOutputs:
 
             raise InputError("--out exists and is not a folder", self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.stale_removed = remove_stale_partials(self.dir)
         self.fps = fps
         self._masks_tmp = self.dir / f".masks.partial-{os.getpid()}" if masks else None
         if self._masks_tmp is not None:
@@ -98,6 +145,15 @@ class TrackOutputs:
             outputs["masks"] = "masks/"
         if self._video is not None:
             outputs["overlay"] = "overlay.mp4"
+        # an earlier run's outputs that this run does not write would look like this run's: remove them
+        for key, name in OUTPUTS.items():
+            if key in outputs:
+                continue
+            old = self.dir / name
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
         summary = dict(summary, outputs=outputs)
         write_json_atomic(self.dir / "summary.json", summary)
         self.closed = True

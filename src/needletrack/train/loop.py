@@ -277,8 +277,12 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     state = None
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        if state.get("format") != "needletrack-train-1":
+        if not isinstance(state, dict) or state.get("format") != "needletrack-train-1":
             raise InputError("not a needletrack training checkpoint", ckpt_path)
+        need = ("config", "model", "optimizer", "step", "best", "train_rows", "val_rows", "rng")
+        missing = [k for k in need if k not in state]
+        if missing or not isinstance(state["config"], dict):
+            raise InputError(f"damaged training checkpoint (lacks {', '.join(missing) or 'a config'})", ckpt_path)
         if state["config"].get("steps") != cfg["steps"]:
             say(f"total steps changed from {state['config'].get('steps')} to {cfg['steps']} on resume")
         cfg_saved = dict(state["config"], steps=cfg["steps"])
@@ -324,16 +328,20 @@ def _train(cfg, out: Path, resume, dev, dist, stop_after, max_minutes, command, 
     val_rows: list[dict] = []
     wall_before = 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.model.load_state_dict(state["ema"])
-        start = int(state["step"])
-        best = json.loads(state["best"])
-        train_rows = json.loads(state["train_rows"])
-        val_rows = json.loads(state["val_rows"])
-        wall_before = float(state.get("wall_time", 0.0))
-        rngs = state["rng"]
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.model.load_state_dict(state["ema"])
+            start = int(state["step"])
+            best = json.loads(state["best"])
+            train_rows = json.loads(state["train_rows"])
+            val_rows = json.loads(state["val_rows"])
+            wall_before = float(state.get("wall_time", 0.0))
+            rngs = list(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            detail = (str(e).splitlines() or [""])[0][:160]
+            raise InputError(f"damaged training checkpoint ({type(e).__name__}: {detail})", ckpt_path) from None
         if len(rngs) == dist.world_size:
             _set_rng_state(rngs[dist.rank])
         else:
