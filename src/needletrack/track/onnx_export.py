@@ -348,6 +348,9 @@ def export_model(model, out_dir, *, input_hw=None, memory_slots: int | None = No
     KeyFlow, KeyPlain, Value, Read, Decode, Predict = graph_wrappers()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)        # mkdtemp makes 0700; the export folder gets the usual permissions
     try:
         graphs: dict[str, dict] = {}
         torch.manual_seed(0)
