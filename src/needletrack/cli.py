@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
+        print("needletrack: error: a command is required (see needletrack --help)", file=sys.stderr)
         return 2
     try:
         with _warnings_as_lines(args.command):

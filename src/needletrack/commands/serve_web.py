@@ -100,6 +100,9 @@ def run(args) -> int:
     for name in ("max_upload_mb", "max_jobs", "max_frames", "job_ttl_min"):
         if getattr(args, name) <= 0:
             raise NeedletrackError(f"--{name.replace('_', '-')} must be positive")
+    from needletrack.utils import check_device
+
+    check_device(args.device)
     try:
         import uvicorn
 
