@@ -43,8 +43,12 @@ def image_header(path) -> tuple[int, int, str]:
             warnings.simplefilter("ignore")          # Pillow's DecompressionBombWarning and friends
             with Image.open(path) as im:
                 (w, h), mode = im.size, im.mode
-    except Image.DecompressionBombError:
-        raise InputError(f"image header claims more than {MAX_IMAGE_PIXELS} pixels; refused before "
+    except Image.DecompressionBombError as e:
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        claim = f"{m.group(1)} pixels" if m else f"more than {MAX_IMAGE_PIXELS} pixels"
+        raise InputError(f"image header claims {claim}, over the limit of {MAX_IMAGE_PIXELS}; refused before "
                          "decoding (corrupt, or not a frame)", path) from None
     except FileNotFoundError:
         raise InputError("no such file", path) from None
