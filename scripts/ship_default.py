@@ -55,7 +55,8 @@ def track_split(model, split) -> list:
 
     frames = []
     for _, seq in split:
-        tracker = Tracker(model, min_score=0.0)
+        # the v1 mask policy, whose gate this script re-scores exactly (tuning for the segment policy: issue 18)
+        tracker = Tracker(model, min_score=0.0, policy="mask")
         for i, (frame, gt) in enumerate(seq):
             res = tracker.step(frame, mask=gt if i == 0 else None)
             frames.append((res.prob.astype("float16"), gt, i == 0))

@@ -37,13 +37,13 @@ def test_rescoring_equals_tracking_with_the_same_settings(threshold, min_score):
     # no memory writes after the first frame, so gating cannot change what later frames see
     frames = []
     for _, s in [("p", seq)]:
-        t = Tracker(model, min_score=0.0, mem_min_score=1.01)
+        t = Tracker(model, min_score=0.0, mem_min_score=1.01, policy="mask")
         for i, (f, gt) in enumerate(s):
             frames.append((t.step(f, mask=gt if i == 0 else None).prob.astype("float16"), gt, i == 0))
     rescored = ship.score(frames, min_score, threshold=threshold)
 
     acc = MetricAccumulator()
-    t = Tracker(model, threshold=threshold, min_score=min_score, mem_min_score=1.01)
+    t = Tracker(model, threshold=threshold, min_score=min_score, mem_min_score=1.01, policy="mask")
     for i, (f, gt) in enumerate(seq):
         acc.update(t.step(f, mask=gt if i == 0 else None).mask, gt, first=i == 0)
     direct = acc.result()
