@@ -55,6 +55,17 @@ class DicomCine(Cine):
             msg = str(w.message)
             if "End of file" in msg or "truncated" in msg.lower():
                 raise InputError(f"truncated DICOM ({_short(msg)})", path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._read_header(ds, path)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pydicom converts values lazily and raises many kinds
+            raise InputError(f"corrupt DICOM header ({type(e).__name__}: {_short(e)})", path) from None
+        self._finish_timing()
+
+    def _read_header(self, ds, path) -> None:
         if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             if len(ds) == 0 or _ends_early(ds, path):   # cut inside its header: nothing but the file meta
                 raise InputError("truncated or corrupt DICOM: the file ends before its pixel data", path)
@@ -64,7 +75,11 @@ class DicomCine(Cine):
             self.width = int(ds.Columns)
         except (AttributeError, TypeError, ValueError):
             raise InputError("DICOM lacks Rows/Columns", path) from None
+        if self.height < 1 or self.width < 1:
+            raise InputError(f"DICOM image size {self.width}x{self.height} is empty", path)
         self.frames = int(_float(ds.get("NumberOfFrames", 1)) or 1)
+        if self.frames < 1:
+            raise InputError(f"DICOM NumberOfFrames is {self.frames}", path)
         self._photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         self._bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
         self._times = self._read_times(ds)
@@ -77,7 +92,6 @@ class DicomCine(Cine):
         if self._photometric.startswith("YBR"):
             self.notes.append(f"{self._photometric} converted to RGB")
         self._check_pixel_length(ds)
-        self._finish_timing()
 
     def _read_times(self, ds) -> list[float] | None:
         n = self.frames
