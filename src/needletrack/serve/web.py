@@ -250,6 +250,15 @@ class JobManager:
         return info
 
     # ---------------------------------------------------------------------------------------------- jobs
+    def _reserve_job(self):
+        """Admit one job (a slot under the lock) and make its folder; the slot is given back if that fails."""
+        self._admit()
+        try:
+            return self._new_job_dir()
+        except OSError:
+            self._release()
+            raise
+
     def _new_job_dir(self) -> tuple[str, Path]:
         jid = secrets.token_urlsafe(16)              # 128 random bits: the id is the only key to a job
         d = self.root / jid
@@ -311,12 +320,7 @@ class JobManager:
         if suffix not in VIDEO_SUFFIXES + DICOM_SUFFIXES + MHA_SUFFIXES + ZIP_SUFFIXES:
             self.stats["uploads_rejected"] += 1
             raise InputError(f"unsupported file type '{suffix}'; expected {ACCEPTED}", name)
-        self._admit()
-        try:
-            jid, d = self._new_job_dir()
-        except OSError:
-            self._release()
-            raise
+        jid, d = self._reserve_job()
         dest = d / f"input{suffix}"
         job = Job(id=jid, kind="upload", name=name, dir=d, input_path=dest)
         try:
@@ -417,12 +421,7 @@ class JobManager:
             size = int(min(512, max(64, size)))
         if not 32 <= int(size) <= 1024:
             raise InputError("the sample size must be 32..1024 px")
-        self._admit()
-        try:
-            jid, d = self._new_job_dir()
-        except OSError:
-            self._release()
-            raise
+        jid, d = self._reserve_job()
         try:
             # the prompt needs a needle on the first frame: a seed whose insertion starts off-screen gives way
             # to the next one (the seed used is reported)
