@@ -18,6 +18,7 @@ from needletrack.eval import tables as T  # noqa: E402
 def _fake_simulate_sequence(n_frames, size, preset="clinical", seed=0, backgrounds=None, frame_step=1, **_):
     """A needle as a bright straight line on speckle-like noise, advancing a little every frame."""
     rng = np.random.default_rng(seed)
+    frame_step = frame_step or 1
     h = w = size if isinstance(size, int) else size[0]
     y0 = rng.uniform(0.2, 0.4) * h
     slope = rng.uniform(0.2, 0.5)

@@ -214,7 +214,7 @@ def iter_set(name: str, sequences: int, frames: int, size=448, backgrounds=None)
     lead of ``frames // 2`` frames and cut there; a candidate whose needle never shows in the lead is passed
     over (the next index is tried, so the set stays a pure function of its name and sizes). ``backgrounds``:
     a list from :func:`background_split` for ``clinical+real`` sets (default: the set's own split)."""
-    from needletrack.sim.engine import simulate_sequence
+    from needletrack import sim
 
     s = sim_set(name)
     bgs = None
@@ -227,7 +227,7 @@ def iter_set(name: str, sequences: int, frames: int, size=448, backgrounds=None)
     i = made = 0
     while made < sequences and i < 4 * sequences + 8:
         seed = s.sequence_seed(i)
-        it = simulate_sequence(frames + lead, size=size, preset=cfg, seed=seed, backgrounds=bgs,
+        it = sim.simulate_sequence(frames + lead, size=size, preset=cfg, seed=seed, backgrounds=bgs,
                                frame_step=s.frame_step, needle=s.needle)
         i += 1
         rendered = list(it)
@@ -235,7 +235,7 @@ def iter_set(name: str, sequences: int, frames: int, size=448, backgrounds=None)
         if f0 is None:
             continue
         part = rendered[f0:f0 + frames]
-        meta = dict(it.meta, set=name, preset=s.preset, set_seed=s.seed, sequence_index=i - 1, seed=seed,
+        meta = dict(getattr(it, "meta", {}), set=name, preset=s.preset, set_seed=s.seed, sequence_index=i - 1, seed=seed,
                     first_source_frame=f0)
         yield SimSequence(f"{name.replace('/', '_').replace('+', '_')}_{made:03d}", [p[0] for p in part],
                           [p[1] for p in part], [dict(p[2], frame=k) for k, p in enumerate(part)], meta)

@@ -63,7 +63,7 @@ T2_WINDOWS = [5, 7, 9, 11]
 CHOSEN_DEPTHS = (3, 3, 16, 3)
 CHOSEN_WINDOW = 9
 DETECTOR_LABEL = "Detector (training-free)"
-EVAL_VERSION = 2  # bump when evaluate_row changes what it measures (invalidates cached results)
+EVAL_VERSION = 3  # 3: the harness's frozen test sets; bump when evaluate_row changes what it measures (invalidates cached results)
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -220,11 +220,13 @@ def resolve_paths(tcfg: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- test set
 def ensure_test_set(out_dir: Path, scale_cfg: dict, log: Callable[[str], None]) -> Path:
-    """Simulate the fixed-seed test set into ``out_dir/data/test`` once (reused while its spec matches)."""
+    """Simulate the test set into ``out_dir/data/test`` once (reused while its spec matches): the harness's
+    named sets ``test/<preset>`` (needletrack.data.splits); ``test.seed`` and ``test.frame_step`` of older
+    table configs are no longer used."""
     import shutil
 
     t = scale_cfg["test"]
-    spec = {"sequences": t["sequences"], "frames": t["frames"], "seed": t["seed"], "size": scale_cfg["input_size"],
+    spec = {"harness_sets": 1, "sequences": t["sequences"], "frames": t["frames"], "size": scale_cfg["input_size"],
             "presets": list(t.get("presets") or ["clinical"]), "frame_step": int(t["frame_step"]) if t.get("frame_step") else None,
             "backgrounds": bool(t.get("backgrounds")) and Path(_repo_path(t["backgrounds"])).is_dir()}
     root = out_dir / "data" / "test"
@@ -237,30 +239,27 @@ def ensure_test_set(out_dir: Path, scale_cfg: dict, log: Callable[[str], None]) 
             pass
     if root.exists():
         shutil.rmtree(root)
+    from needletrack.data import splits
     from needletrack.data.folder import SequenceWriter
-    from needletrack.sim import simulate_sequence
 
-    bgs = None
+    # the harness's frozen test sets (needletrack.data.splits): test/<preset> for each preset, plus
+    # test/clinical+real over the test split of the real backgrounds where they are present
+    names = [f"test/{p}" for p in spec["presets"]]
     if spec["backgrounds"]:
-        from needletrack.sim import load_backgrounds
-
-        bgs = load_backgrounds(_repo_path(t["backgrounds"]))
+        names.append("test/clinical+real")
     log(f"simulating the test set: {spec['sequences']} sequences × {spec['frames']} frames at "
-        f"{spec['size']} px (seed {spec['seed']})")
+        f"{spec['size']} px ({', '.join(names)})")
     tmp = out_dir / "data" / ".test.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
-    for i in range(spec["sequences"]):
-        preset = spec["presets"][i % len(spec["presets"])]
-        seed = spec["seed"] + i
-        # real-ultrasound backgrounds on every other sequence (as the training validation split does)
-        it = simulate_sequence(n_frames=spec["frames"], size=spec["size"], preset=preset, seed=seed,
-                               backgrounds=bgs if i % 2 == 0 else None, frame_step=spec["frame_step"])
-        meta = dict(getattr(it, "meta", None) or {"fps": 25})
-        meta.update(source=f"needletrack.sim preset={preset} seed={seed}", preset=preset, seed=seed)
-        with SequenceWriter(tmp, f"seq{i:03d}_{preset}", meta) as w:
-            for frame, mask, needle in it:
-                w.add(np.asarray(frame, np.uint8), np.asarray(mask, bool), _jsonable(needle))
+    n = spec["sequences"]
+    per = [n // len(names) + (1 if k < n % len(names) else 0) for k in range(len(names))]
+    bgs = splits.background_split("test", _repo_path(t["backgrounds"])) if spec["backgrounds"] else None
+    for name, count in zip(names, per):
+        for seq in (splits.iter_set(name, count, spec["frames"], size=spec["size"], backgrounds=bgs) if count else ()):
+            with SequenceWriter(tmp, seq.name, seq.meta) as w:
+                for frame, mask, needle in zip(seq.frames, seq.masks, seq.needle):
+                    w.add(np.asarray(frame, np.uint8), np.asarray(mask, bool), _jsonable(needle))
     write_json_atomic(tmp / "spec.json", spec)
     os.replace(tmp, root)
     return root
@@ -572,7 +571,9 @@ def render_markdown(doc: dict, names: dict | None = None) -> str:
         f"trained from scratch by `needletrack.train` for {tr['steps']} steps × batch {tr.get('batch_size', 4)} × "
         f"{clip.get('frames', 5)}-frame clips of the same simulated clip stream (seed {tr.get('seed', 0)}); "
         f"evaluated by tracking {t['sequences']} simulated test sequences × {t['frames']} frames "
-        f"(presets {', '.join(t['presets'])}, seed {t['seed']}): the first frame's mask is given and not scored. "
+        f"(presets {', '.join(t['presets'])}, "
+        f"{('seed ' + str(t['seed'])) if 'seed' in t else 'the harness sets test/<preset>'}): the first frame's "
+        f"mask is given and not scored. "
         f"IoU/Dice/Precision/Recall/F1 are pooled over all scored frames (F1 = Dice by definition); tip and "
         f"angle errors are means over frames where both masks are non-empty. **FPS is measured on CPU** "
         f"({doc['cpu']}, {doc['threads']} torch thread(s); FPS = 1 / median time of a whole `Tracker.step`, "
