@@ -206,6 +206,20 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
             f = rng.uniform(0.15, 0.5) if post == "shadow" else rng.uniform(1.4, 2.5)
             echo *= 1 + (f - 1) * below
             lines *= 1 + (f - 1) * below
+    # tissue structure below the resolution of the anatomy above: laterally elongated echogenic strands
+    # (fibrous septa, fascicles) over a darker matrix, as every real frame shows; log-normal, so a few bright
+    # strands and much dark tissue (positively skewed grey levels)
+    for cy_mm, cx_mm, amp in ((rng.uniform(0.2, 0.5), rng.uniform(1.0, 4.0), rng.uniform(1.0, 1.6)),
+                              (rng.uniform(0.8, 2.0), rng.uniform(4.0, 12.0), rng.uniform(0.4, 0.8))):
+        g = lowfreq(rng, shape, cy_mm * mm, cx_mm * mm)
+        g *= np.float32(amp)
+        echo *= np.exp(g - np.float32(0.5 * amp * amp))
+    # sparse bright echoes: thin strands (ridges of an anisotropic random field) 5-15 dB above the tissue,
+    # the bright tail of every real frame's grey histogram
+    g = lowfreq(rng, shape, rng.uniform(0.15, 0.35) * mm, rng.uniform(1.0, 3.5) * mm)
+    thr = np.float32(rng.uniform(1.2, 1.8))
+    st = np.maximum(g - thr, 0)
+    echo += np.float32(rng.uniform(40.0, 120.0)) * st * st * np.maximum(echo, np.float32(0.2))
     k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
     echo += (1 - k) * lines
     spec = k * lines

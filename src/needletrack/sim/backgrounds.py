@@ -77,3 +77,22 @@ def load_backgrounds(directory, max_side: int | None = None) -> list:
         out.append((img, mask, meta))
     _CACHE[key] = out
     return out
+
+
+def has_markers(img: np.ndarray, min_pixels: int = 12) -> bool:
+    """Whether a real frame carries burned-in text, calipers or other markers: small, near-white, sharply
+    bounded marks (white top-hat over a 9x9 neighbourhood at least 90 grey levels, grey at least 200), or
+    bright pixels outside the imaging window. Such an image must never be mirrored (text would read backwards)."""
+    import cv2
+
+    x = np.asarray(img, np.uint8)
+    top = cv2.morphologyEx(x, cv2.MORPH_TOPHAT, np.ones((9, 9), np.uint8))
+    marks = (top >= 90) & (x >= 200)
+    if int(marks.sum()) >= min_pixels:
+        return True
+    # text beside the image on a dark screen: bright pixels in rows/columns that are otherwise black
+    dark_cols = (x < 12).mean(axis=0) > 0.9
+    dark_rows = (x < 12).mean(axis=1) > 0.9
+    side = x[:, dark_cols]
+    band = x[dark_rows]
+    return bool((side >= 150).sum() + (band >= 150).sum() >= min_pixels)

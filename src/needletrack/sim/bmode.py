@@ -144,6 +144,11 @@ class PSF:
     freq_mhz: float
     atten_db_cm_mhz: float = 0.5
 
+    @property
+    def axial_res_px(self) -> float:
+        """Axial resolution: FWHM (px) of the pulse-echo power profile along the beam, exp(-u^2/sigma^2)."""
+        return 2.0 * math.sqrt(math.log(2.0)) * self.sigma_ax_px
+
 
 def make_psf(rng, cfg, probe: Probe) -> PSF:
     f0 = _u(rng, cfg.freq_mhz)
@@ -154,12 +159,13 @@ def make_psf(rng, cfg, probe: Probe) -> PSF:
     bw = _u(rng, cfg.frac_bandwidth)
     fnum = _u(rng, cfg.f_number)
     scale = _u(rng, cfg.speckle_scale)
+    ascale = _u(rng, getattr(cfg, "axial_scale", (1.0, 1.0)))
     sigma_f = bw * f0 / (2 * math.sqrt(2 * math.log(2)))      # MHz, amplitude spectrum
     sigma_t = 1.0 / (2 * math.pi * sigma_f)                   # microseconds, pulse envelope
     sigma_ax_mm = C_MM_US * sigma_t / 2                       # round trip
     lam = C_MM_US / f0
     sigma_lat_mm = lam * fnum / 2.355
-    sig_ax = max(sigma_ax_mm / probe.sp * scale, 0.9 * scale)
+    sig_ax = max(sigma_ax_mm / probe.sp * ascale, 0.9 * ascale)
     sig_lat = max(sigma_lat_mm / probe.sp * scale, 1.4 * scale)
     depth_px = probe.depth_mm / probe.sp
     focus = _u(rng, cfg.focus_frac) * depth_px
@@ -297,3 +303,71 @@ def log_compress(intensity: np.ndarray, ref: float, dr_db: float, ref_grey: floa
     x += b
     np.clip(x, 0, 255, out=x)
     return x.astype(np.uint8) if out is None else np.copyto(out, x, casting="unsafe")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scanner processing (simulator v2): compounded speckle fixed to the tissue, scan-line interpolation,
+# grey map, persistence
+
+
+def speckle_intensity(rng, shape, psf: PSF, margin: int, looks: int = 3, realizations: int = 2,
+                      line_px: float = 2.0) -> list[np.ndarray]:
+    """``realizations`` independent unit-mean speckle intensity fields (Hc x Wc float32) as a scanner
+    shows them after spatial compounding and scan conversion.
+
+    Each field is the mean intensity of ``looks`` speckle patterns (the steered looks of spatial
+    compounding decorrelate the speckle; averaging N independent looks lowers the speckle contrast by
+    sqrt(N)). The fields are formed on scan lines ``line_px`` display pixels apart and interpolated
+    laterally (linear, as scan conversion does), which elongates the grain laterally. The speckle is
+    computed once per sequence and warped with the tissue: it is fixed to it.
+    """
+    Hc, Wc = shape
+    looks = max(int(looks), 1)
+    wl = max(int(math.ceil(Wc / max(line_px, 1.0))), 8)
+    q = Wc / wl
+    p2 = PSF(psf.sigma_ax_px, max(psf.sigma_lat_focus_px / q, 0.7), psf.focus_px, psf.rayleigh_px, psf.freq_mhz)
+    f = scatter_fields(rng, None, (Hc, wl), p2, margin, n=looks * realizations)
+    base = f[0].base if f[0].base is not None else np.concatenate(f, axis=2)
+    sq = base * base
+    out = []
+    for r in range(realizations):
+        s = sq[..., 2 * looks * r: 2 * looks * (r + 1)].sum(axis=2, dtype=np.float32)
+        s *= np.float32(1.0 / looks)
+        if wl != Wc:
+            s = cv2.resize(s, (Wc, Hc), interpolation=cv2.INTER_LINEAR)
+        out.append(np.ascontiguousarray(s, dtype=np.float32))
+    return out
+
+
+def grey_map(gamma: float, reject: float = 0.0) -> np.ndarray:
+    """A scanner grey map as a 256-entry LUT: grey levels below ``reject`` (0..255) go black, the rest
+    follow a power curve ``gamma`` (> 1 darkens the mid-greys: a post-processing curve that keeps the
+    low-level speckle dark and the strong echoes bright)."""
+    x = np.arange(256, dtype=np.float64)
+    y = np.clip((x - reject) / max(255.0 - reject, 1.0), 0, 1) ** gamma * 255.0
+    return np.round(y).astype(np.uint8)
+
+
+def grain_fwhm(img: np.ndarray, max_lag: int = 24, smooth: float = 8.0) -> tuple[float, float]:
+    """(lateral, axial) FWHM in px of the autocorrelation of an image's fine texture (the grey image
+    minus a Gaussian blur of ``smooth`` px): the speckle grain size."""
+    x = np.asarray(img, np.float32)
+    x = x - cv2.GaussianBlur(x, (0, 0), smooth)
+    x -= x.mean()
+    v = float((x * x).mean())
+    if v <= 1e-9:
+        return 0.0, 0.0
+    res = []
+    for axis in (1, 0):
+        prev = 1.0
+        fw = float(max_lag) * 2
+        for k in range(1, max_lag + 1):
+            a = x[:, :-k] if axis == 1 else x[:-k]
+            b = x[:, k:] if axis == 1 else x[k:]
+            c = float((a * b).mean()) / v
+            if c < 0.5:
+                fw = 2.0 * ((k - 1) + (prev - 0.5) / max(prev - c, 1e-9))
+                break
+            prev = c
+        res.append(fw)
+    return res[0], res[1]

@@ -18,7 +18,7 @@ import numpy as np
 from needletrack.geometry import line_mask
 from needletrack.sim import bmode
 from needletrack.sim.anatomy import breast
-from needletrack.sim.backgrounds import load_backgrounds
+from needletrack.sim.backgrounds import has_markers, load_backgrounds
 from needletrack.sim.config import SimConfig, preset as get_preset
 from needletrack.sim.motion import make_motion, smooth_noise
 from needletrack.sim.needle import (
@@ -101,42 +101,60 @@ class SequenceSimulator:
         self.dr = _u(rng, cfg.dynamic_range_db)
         gain_db = _u(rng, cfg.gain_db)
         self.real = bg is not None
+        # scanner processing drawn per sequence
+        looks = int(rng.integers(int(cfg.compound_looks[0]), int(cfg.compound_looks[1]) + 1))
+        line_px = _u(rng, cfg.scan_line_px)
+        self.persist = _u(rng, cfg.persistence)
+        self.lut = bmode.grey_map(_u(rng, cfg.grey_gamma), _u(rng, cfg.grey_reject))
+        self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
             anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px)
-            fields = bmode.scatter_fields(rng, np.sqrt(anat.echo), (Hc, Wc), psf, m, n=3)
-            k = bmode._gauss_kernel(max(psf.sigma_lat_focus_px * 0.7, 0.7))
-            spec = cv2.sepFilter2D(anat.spec, -1, k / k.sum(), bmode._gauss_kernel(psf.sigma_ax_px * 0.7) /
-                                   bmode._gauss_kernel(psf.sigma_ax_px * 0.7).sum())
-            # planar IQ planes (Ar, Ai, Br, Bi, Cr, Ci), mixed on the canvas each frame, plus the specular map
-            self.planes = bmode.iq_planes(fields)
-            self.static = [spec, spec]
+            S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 2, line_px)
+            ka = bmode._gauss_kernel(max(psf.sigma_ax_px * 0.5, 0.5))
+            kl = bmode._gauss_kernel(max(psf.sigma_lat_focus_px * 0.5, 0.5))
+            echo = cv2.sepFilter2D(anat.echo, -1, kl / kl.sum(), ka / ka.sum())
+            spec = cv2.sepFilter2D(anat.spec, -1, kl / kl.sum(), ka / ka.sum())
+            # two compounded speckle realizations fixed to the tissue (A; B for out-of-plane decorrelation)
+            self.fields = [S[0] * echo + spec, S[1] * echo + spec]
             self.ref_power = anat.ref
             tcx, tcy = anat.target
             att, tgc = bmode.depth_gain(rng, cfg, probe, psf)
             self.gain = att * tgc
             self.tgc = tgc
             self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
-            self.ref_grey = 95.0 + gain_db * 255.0 / self.dr
+            self.ref_grey = 125.0 + gain_db * 255.0 / self.dr
             self.source = "needletrack.sim (synthetic breast)"
             self.alpha = 0.0
         else:
             img, lmask, bmeta = bg
-            img, lmask, (tcx, tcy) = self._fit_background(rng, img, lmask, (Hc, Wc), m, depth_px)
+            img, f_img, (tcx, tcy), grain = self._fit_background(rng, img, lmask, (Hc, Wc), m, depth_px)
+            self.src_scale = 1.0 / f_img
+            # the synthetic speckle (and the needle) take the background's own grain, in the image's pixels
+            sa = max(grain[1] / 2.355, 0.6)
+            sl = max(grain[0] / 2.355, 0.8)
+            psf_img = bmode.PSF(sa, sl, psf.focus_px / f_img, 1e9, psf.freq_mhz)
+            S = bmode.speckle_intensity(rng, img.shape, psf_img, 0, 1, 2, 1.0)
+            psf.sigma_ax_px = float(np.clip(sa * f_img, 0.7, 4.0))
+            psf.sigma_lat_focus_px = float(np.clip(sl * f_img, 1.0, 12.0))
             dr0 = 50.0
             log_lr = img.astype(np.float32) * np.float32(dr0 / 255.0 * math.log(10.0) / 10.0)
             lin = np.exp(log_lr)
-            sm = max(psf.sigma_lat_focus_px * 1.5, 2.0)
-            log_ls = np.log(cv2.GaussianBlur(lin, (0, 0), sm) + 1e-6)
-            fields = bmode.scatter_fields(rng, None, (Hc, Wc), psf, m, n=3)
-            self.planes = bmode.iq_planes(fields)
-            self.static = [log_lr, log_ls]
-            self.ref_power = float(np.median(lin[m:Hc - m, m:Wc - m]))
+            log_ls = np.log(cv2.GaussianBlur(lin, (0, 0), max(sl * 1.5, 2.0)) + 1e-6)
+            self.alpha = al = np.float32(_u(rng, cfg.real_speckle_mix))
+            self.fields = []
+            for Sk in S:
+                ls = np.log(np.maximum(Sk, 1e-6))
+                ls -= np.float32(ls.mean())
+                t = (1 - al) * log_lr + al * (log_ls + ls)
+                self.fields.append(np.exp(t).astype(np.float32))
+            self.ref_power = float(np.median(lin))
             self.gain = self.tgc = None
             self.noise_power = 0.0
-            self.dr = dr0 * rng.uniform(0.85, 1.25)
-            med_grey = float(np.median(img[m:Hc - m, m:Wc - m]))
+            self.dr = dr0 * rng.uniform(0.9, 1.15)
+            med_grey = float(np.median(img))
+            # the real image is already grey-mapped: invert nothing, keep its grey levels (identity LUT)
+            self.lut = None
             self.ref_grey = med_grey * dr0 / self.dr + gain_db * 0.5 * 255 / self.dr
-            self.alpha = _u(rng, cfg.real_speckle_mix)
             self.source = f"needletrack.sim on real background {bmeta.get('name', '?')} ({bmeta.get('source', '?')})"
         # electronic noise: a band-limited exponential field (TGC applied), cropped at a random offset per frame
         pad = 32
@@ -233,7 +251,9 @@ class SequenceSimulator:
         elif needle == "absent":   # the needle never reaches the image: a needle-free sequence of the same scene
             self.motion.s_tip[:] = -1e4
         self.drag_sigma = rng.uniform(1.5, 4.0) / sp
-        self.decor = self.motion.mix
+        self.decor = self.motion.decor
+        self._prev = None
+        self._prev_k = -2
         self.frame_idx = 0
         self.meta = {
             "fps": fps / step,
@@ -254,27 +274,31 @@ class SequenceSimulator:
 
     # ------------------------------------------------------------------------------------------------
     def _fit_background(self, rng, img, lmask, shape, m, depth_px):
+        """Crop of the background that covers the canvas, in the image's own pixels (the per-frame warp is
+        the only resampling). Mirrored only when the image carries no burned-in text or markers.
+        Returns (crop float32, canvas px per image px, target (canvas px), grain (lateral, axial) image px)."""
         Hc, Wc = shape
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and not has_markers(img):
             img = img[:, ::-1]
             lmask = lmask[:, ::-1]
         h, w = img.shape
         f = max(Hc / h, Wc / w)
-        nh, nw = max(Hc, int(math.ceil(h * f))), max(Wc, int(math.ceil(w * f)))
-        im = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_LINEAR)
-        lm = cv2.resize(np.ascontiguousarray(lmask).astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST)
-        oy = int(rng.integers(0, nh - Hc + 1))
-        ox = int(rng.integers(0, nw - Wc + 1))
-        im = im[oy:oy + Hc, ox:ox + Wc]
-        lm = lm[oy:oy + Hc, ox:ox + Wc].astype(bool)
+        ch, cw = min(h, int(math.ceil(Hc / f))), min(w, int(math.ceil(Wc / f)))
+        oy = int(rng.integers(0, h - ch + 1))
+        ox = int(rng.integers(0, w - cw + 1))
+        im = np.ascontiguousarray(img[oy:oy + ch, ox:ox + cw])
+        lm = np.asarray(lmask[oy:oy + ch, ox:ox + cw], bool)
+        mi = int(math.ceil(m / f))
         inner = np.zeros_like(lm)
-        inner[m:Hc - m, m:Wc - m] = lm[m:Hc - m, m:Wc - m]
+        inner[mi:ch - mi, mi:cw - mi] = lm[mi:ch - mi, mi:cw - mi]
         if inner.any():
             ys, xs = np.nonzero(inner)
-            target = (float(xs.mean()), float(ys.mean()))
+            target = (float(xs.mean()) * f, float(ys.mean()) * f)
         else:
             target = (rng.uniform(0.3, 0.7) * Wc, m + rng.uniform(0.3, 0.7) * depth_px)
-        return im, lm, target
+        c0, c1 = ch // 4, 3 * ch // 4
+        grain = bmode.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
+        return im.astype(np.float32), f, target, grain
 
     def _canvas_to_world(self, cx, cy):
         p = self.probe
@@ -374,32 +398,33 @@ class SequenceSimulator:
             ya, yb = max(int(pts[:, 1].min()) - pad, 0), min(int(pts[:, 1].max()) + pad + 1, H)
             if xa < xb and ya < yb:
                 roi = (ya, yb, xa, xb)
-        # speckle decorrelation: mix the three IQ fields on the canvas, then resample once (4 channels)
-        u0, u1, u2 = (np.float32(v) for v in self.decor[j])
-        P = self.planes
-        zr = u0 * P[0]
-        zr += u1 * P[2]
-        zr += u2 * P[4]
-        zi = u0 * P[1]
-        zi += u1 * P[3]
-        zi += u2 * P[5]
-        if self.real:
-            src = cv2.merge([self.static[0], self.static[1], zr, zi])
+        # speckle fixed to the tissue: one compounded field, blended with a second realization only as far
+        # as the probe has moved out of plane; resampled once at the probe pose
+        w = float(self.decor[j])
+        A, B = self.fields
+        if w < 1e-3:
+            src = A
+        elif w > 1 - 1e-3:
+            src = B
         else:
-            src = cv2.merge([zr, zi, self.static[0], self.static[1]])
+            src = cv2.addWeighted(A, 1.0 - w, B, w, 0.0)
         X, Y = _grid(H, W)
+        q = self.src_scale
         if probe.kind == "linear":
             offx, offy = probe.x0 - probe.margin, probe.y0 - probe.margin
-            M = np.array([[ca, -sa, ox - offx], [sa, ca, oy - offy]], np.float32)
+            M = np.array([[ca * q, -sa * q, (ox - offx) * q], [sa * q, ca * q, (oy - offy) * q]], np.float32)
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-            f = cv2.warpAffine(src, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
+            tissue = cv2.warpAffine(src, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
             if roi is not None:
                 ya, yb, xa, xb = roi
                 wx = ca * X[ya:yb, xa:xb] - sa * Y[ya:yb, xa:xb] + np.float32(ox)
                 wy = sa * X[ya:yb, xa:xb] + ca * Y[ya:yb, xa:xb] + np.float32(oy)
                 self._drag(wx, wy, E, d, nrm, s_tip, drag_px)
                 mx, my = probe.to_canvas(wx, wy)
-                f[ya:yb, xa:xb] = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                if q != 1.0:
+                    mx *= np.float32(q)
+                    my *= np.float32(q)
+                tissue[ya:yb, xa:xb] = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         else:
             wx = ca * X - sa * Y + np.float32(ox)
             wy = sa * X + ca * Y + np.float32(oy)
@@ -407,23 +432,7 @@ class SequenceSimulator:
                 ya, yb, xa, xb = roi
                 self._drag(wx[ya:yb, xa:xb], wy[ya:yb, xa:xb], E, d, nrm, s_tip, drag_px)
             mx, my = probe.to_canvas(wx, wy)
-            f = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        ch = cv2.split(f)
-        if not self.real:
-            tissue = ch[0] * ch[0]
-            tissue += ch[1] * ch[1]
-            tissue += ch[2]
-        else:
-            z2 = ch[2] * ch[2]
-            z2 += ch[3] * ch[3]
-            np.maximum(z2, np.float32(1e-8), out=z2)
-            cv2.log(z2, z2)
-            al = np.float32(self.alpha)
-            tissue = (1 - al) * ch[0]
-            tissue += al * ch[1]
-            tissue += al * z2
-            tissue += al * np.float32(0.5772)
-            cv2.exp(tissue, tissue)
+            tissue = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if rendered is not None:
             (ya, yb, xa, xb), pw = rendered[0]
             (sya, syb, sxa, sxb), shade = rendered[1]
@@ -435,6 +444,12 @@ class SequenceSimulator:
             noy, nox = int(fr.integers(self.noise_pad)), int(fr.integers(self.noise_pad))
             tissue += self.noise[noy:noy + H, nox:nox + W] * self.noise_scale
         frame = self._compress(tissue)
+        if self.lut is not None:
+            frame = cv2.LUT(frame, self.lut)
+        if self.persist > 0 and self._prev is not None and self._prev_k == k - 1:
+            frame = cv2.addWeighted(self._prev, self.persist, frame, 1.0 - self.persist, 0.0)
+        self._prev, self._prev_k = frame, k
+        frame = frame.copy()
         if self.outside_any:
             cv2.bitwise_and(frame, self.content_u8, dst=frame)
         if self.overlay is not None:

@@ -43,7 +43,7 @@ class Motion:
     probe_deg: np.ndarray    # (T,) degrees, probe in-plane rotation
     elevation: np.ndarray    # (T,) mm, needle axis offset from the imaging plane
     drag: np.ndarray         # (T,) mm, tissue displacement along the shaft near it
-    mix: np.ndarray          # (T, 3) unit vectors: speckle decorrelation state
+    decor: np.ndarray        # (T,) 0..1: weight of the second speckle realization (out-of-plane decorrelation)
 
 
 def plan_insertion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: float,
@@ -195,5 +195,18 @@ def make_motion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: flo
     for k in range(n):
         acc += a * (np.clip(vel[k] * 0.15, -dmax, dmax) - acc)
         drag[k] = acc
-    mix = _sphere_walk(rng, n, fps, _u(rng, cfg.elev_decorrelation))
-    return Motion(s_tip, tremor_xy, tremor_deg, probe_xy, probe_deg, elevation, drag, mix)
+    decor = speckle_decorrelation(probe_xy, probe_deg, _u(rng, cfg.elev_decorrelation))
+    return Motion(s_tip, tremor_xy, tremor_deg, probe_xy, probe_deg, elevation, drag, decor)
+
+
+def speckle_decorrelation(probe_xy: np.ndarray, probe_deg: np.ndarray, per_mm: float) -> np.ndarray:
+    """Weight (0..1) of the second speckle realization per source frame. The speckle is fixed to the tissue:
+    it changes only when the probe moves, and then only through the out-of-plane share of the movement
+    (``per_mm`` of a full decorrelation per mm of probe travel; a hand-held probe that slides also tilts and
+    slips out of plane). A still probe keeps the weight constant, so consecutive frames correlate."""
+    n = len(probe_deg)
+    if n < 2 or per_mm <= 0:
+        return np.zeros(n)
+    step = np.hypot(*np.diff(probe_xy, axis=0).T) + np.abs(np.diff(probe_deg)) * 0.5   # mm (a degree ~ 0.5 mm)
+    phase = np.concatenate([[0.0], np.cumsum(step)]) * per_mm * np.pi
+    return 0.5 - 0.5 * np.cos(phase)
