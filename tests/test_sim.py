@@ -137,9 +137,10 @@ def test_frame_step_and_motion():
     out = list(it)
     assert it.meta["frame_step"] == 7
     assert [n["source_frame"] for _, _, n in out] == [0, 7, 14, 21, 28, 35]
-    # the scene moves: consecutive frames differ but stay correlated
+    # the scene moves: consecutive frames differ but stay correlated (sim v2: the speckle is fixed to the
+    # tissue, so frames 7 source frames apart differ less than the re-rolled speckle of v1 did)
     a, b = out[0][0].astype(float), out[1][0].astype(float)
-    assert np.abs(a - b).mean() > 1.0
+    assert np.abs(a - b).mean() > 0.3
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.3
 
 

@@ -216,10 +216,10 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         echo *= np.exp(g - np.float32(0.5 * amp * amp))
     # sparse bright echoes: thin strands (ridges of an anisotropic random field) 5-15 dB above the tissue,
     # the bright tail of every real frame's grey histogram
-    g = lowfreq(rng, shape, rng.uniform(0.15, 0.35) * mm, rng.uniform(1.0, 3.5) * mm)
-    thr = np.float32(rng.uniform(1.2, 1.8))
+    g = lowfreq(rng, shape, rng.uniform(0.2, 0.4) * mm, rng.uniform(3.0, 8.0) * mm)
+    thr = np.float32(rng.uniform(0.9, 1.4))
     st = np.maximum(g - thr, 0)
-    echo += np.float32(rng.uniform(40.0, 120.0)) * st * st * np.maximum(echo, np.float32(0.2))
+    echo += np.float32(rng.uniform(15.0, 50.0)) * st * st * np.maximum(echo, np.float32(0.2))
     k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
     echo += (1 - k) * lines
     spec = k * lines

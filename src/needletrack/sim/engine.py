@@ -22,7 +22,8 @@ from needletrack.sim.backgrounds import has_markers, load_backgrounds
 from needletrack.sim.config import SimConfig, preset as get_preset
 from needletrack.sim.motion import make_motion, smooth_noise
 from needletrack.sim.needle import (
-    cnr_to_power, cross_profile, gauge_width_mm, incidence_deg, longest_run, shaft_cnr, soft_ends, tip_cnr,
+    cnr_to_power, cross_profile, gauge_width_mm, incidence_deg, longest_run, shaft_cnr, shallow_weight, soft_ends,
+    tip_cnr, tip_profile,
 )
 from needletrack.sim.overlay import make_overlay
 
@@ -109,7 +110,10 @@ class SequenceSimulator:
         self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
             anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px)
-            S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 2, line_px)
+            S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 1, line_px)
+            # the second realization: the same field mirrored laterally (an uncorrelated pattern with the same
+            # depth-dependent PSF, at half the cost of a second draw)
+            S.append(np.ascontiguousarray(S[0][:, ::-1]))
             ka = bmode._gauss_kernel(max(psf.sigma_ax_px * 0.5, 0.5))
             kl = bmode._gauss_kernel(max(psf.sigma_lat_focus_px * 0.5, 0.5))
             echo = cv2.sepFilter2D(anat.echo, -1, kl / kl.sum(), ka / ka.sum())
@@ -133,7 +137,8 @@ class SequenceSimulator:
             sa = max(grain[1] / 2.355, 0.6)
             sl = max(grain[0] / 2.355, 0.8)
             psf_img = bmode.PSF(sa, sl, psf.focus_px / f_img, 1e9, psf.freq_mhz)
-            S = bmode.speckle_intensity(rng, img.shape, psf_img, 0, 1, 2, 1.0)
+            S = bmode.speckle_intensity(rng, img.shape, psf_img, 0, 1, 1, 1.0)
+            S.append(np.ascontiguousarray(S[0][:, ::-1]))
             psf.sigma_ax_px = float(np.clip(sa * f_img, 0.7, 4.0))
             psf.sigma_lat_focus_px = float(np.clip(sl * f_img, 1.0, 12.0))
             dr0 = 50.0
@@ -208,8 +213,13 @@ class SequenceSimulator:
         self.contrast_scale = _u(rng, cfg.contrast_scale)
         self.reverb_decay = _u(rng, cfg.reverb_decay)
         self.reverb_count = int(round(_u(rng, cfg.reverb_count)))
-        self.back_wall = rng.uniform(0.1, 0.5)
-        self.fill = rng.uniform(0.03, 0.3)
+        self.back_wall = rng.uniform(0.1, 0.4)
+        self.fill = rng.uniform(0.0, 0.04)
+        # inner diameter: thin-wall (biopsy) to regular-wall needles, wall 0.1-0.2 mm
+        self.id_px = max(self.od_mm - 2 * rng.uniform(0.1, 0.2), 0.3) / sp
+        # tip at shallow incidence: dimmer than the shaft (0.4-1.0x), fading over the last 1-3 mm
+        self.tip_ratio = rng.uniform(0.4, 1.0)
+        self.tip_fade_px = rng.uniform(1.0, 3.0) / sp
         self.shadow = _u(rng, cfg.shadow)
         self.steer = _u(rng, cfg.steer_deg)
         self.bevel_px = self.od_mm * rng.uniform(2.0, 3.5) / sp
@@ -254,6 +264,7 @@ class SequenceSimulator:
         self.decor = self.motion.decor
         self._prev = None
         self._prev_k = -2
+        self.last_needle = None
         self.frame_idx = 0
         self.meta = {
             "fps": fps / step,
@@ -385,6 +396,7 @@ class SequenceSimulator:
                 ddx, ddy = tip[0] - tail[0], tip[1] - tail[1]
                 angle = float(math.degrees(math.atan2(ddy, abs(ddx))))
                 rendered = self._render_needle(Pd, ss, elev, np.arange(a0, b0), s_tip)
+                self.last_needle = rendered     # (power ROI, shadow ROI, incidence): physics tests
                 inc = rendered[2]
             else:
                 run = None
@@ -521,44 +533,55 @@ class SequenceSimulator:
         inc = np.abs(incidence_deg(bxs, bys, tang[:, 0] / tn, tang[:, 1] / tn) - self.steer)
         e = elev[idx]
         sv = ss[idx]
-        elev_f = np.exp(-3.0 * (e / self.slab) ** 2)
+        # the elevational slice thickens away from the elevation focus (about 1-2 mm): the shaft fades as
+        # it drifts out of it, more so near the probe
+        dfrac = np.clip(probe.depth_px(pts[:, 0], pts[:, 1]) * probe.sp / probe.depth_mm, 0, 1)
+        slab_d = self.slab * (0.75 + 0.5 * dfrac)
+        elev_f = np.exp(-3.0 * (e / slab_d) ** 2)
         power = cnr_to_power(shaft_cnr(inc), self.ref_power, self.needle_gain_db, self.contrast_scale) * elev_f
         for s0, w0, d0 in zip(self.drop_s, self.drop_w, self.drop_d):
             power *= 1 - d0 * np.exp(-((sv - s0) / w0) ** 2)
         ti = np.clip((s_tip - sv).astype(int), 0, len(self.texture) - 1)
         power *= self.texture[ti]
-        # bevel tip: a compact bright echo at the tip when the tip itself is in the image and in plane
+        # the tip: at shallow incidence the specular shaft dominates and the tip is dimmer (tip_ratio, fading
+        # over the last mm); at steep incidence the shaft fades while the bevel still echoes (tip CNR data)
+        wsh = float(shallow_weight(np.median(inc)))
         tip_pow = 0.0
-        if abs(float(ss[idx[-1]]) - s_tip) < 1.5:
+        tip_here = abs(float(ss[idx[-1]]) - s_tip) < 1.5
+        if tip_here and wsh < 1.0:
             tp = cnr_to_power(tip_cnr(inc[-1]), self.ref_power, self.needle_gain_db, self.contrast_scale)
-            tip_pow = float(max(tp - power[-1], 0.0) * elev_f[-1])
+            tip_pow = float(max(tp - power[-1], 0.0) * elev_f[-1]) * (1.0 - wsh)
         # cross-section: front wall, back wall and comet tail along the beam
         bdotn = abs(nc[0] * bxm + nc[1] * bym)
-        sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * math.sqrt(max(1 - bdotn ** 2, 0)))
+        # the wall echo is as thick as the axial resolution (along the beam), projected on the shaft normal
+        sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * 0.3 * math.sqrt(max(1 - bdotn ** 2, 0)))
         sig_u = max(sig_u, 0.7)
         r = self.width_px / 2
-        spacing = max(self.width_px * bdotn, 1.5)
+        spacing = max(self.id_px, 1.5)
         count = self.reverb_count
         t_k = (pts - P0) @ dc
         o_k = (pts - P0) @ nc
         omin, omax = float(min(o_k.min(), 0)), float(max(o_k.max(), 0))
         u_top = r + 3 * sig_u + 2 - omin
-        u_bot = r + (count + 1) * spacing + 3 * sig_u + 2 + omax
+        u_bot = -r + (count + 1) * spacing + 3 * sig_u + 2 + omax
         t_pad = 3 * self.psf.sigma_lat_focus_px + 2
         tg = np.arange(-t_pad, L + t_pad + 1, 1.0)
         ug = np.arange(-u_top, u_bot + 1, 1.0)
         pw_t = np.interp(tg, t_k, power, left=0.0, right=0.0) * soft_ends(tg, 0.0, L, self.psf.sigma_lat_focus_px)
+        if tip_here:
+            pw_t = pw_t * (wsh * tip_profile(tg, L, self.tip_ratio, self.tip_fade_px) + (1.0 - wsh))
         if self.bend != 0.0:
             off = np.interp(tg, t_k, o_k)
             uu = ug[:, None] - off[None, :]
         else:
             uu = ug[:, None]
-        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay * bdotn, count, self.back_wall * bdotn,
-                             self.fill)
-        strip = prof * pw_t[None, :]
-        # texture: rows = u (clipped to the texture height), columns = distance from the tip
+        # each repeat broken into fragments: an independent slice of the needle's fixed speckle texture
         th, tw_ = self.needle_tex.shape
         cols = np.clip((s_tip - (ss[idx[0]] + tg)).astype(int), 0, tw_ - 1)
+        frag = [self.needle_tex[(17 * (k + 1)) % th, cols][None, :] ** 1.5 for k in range(count + 1)]
+        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay, count, self.back_wall, self.fill, frag)
+        strip = prof * pw_t[None, :]
+        # texture: rows = u (clipped to the texture height), columns = distance from the tip
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
         strip *= self.needle_tex[rows[:, None], cols[None, :]]
         if tip_pow > 0:

@@ -74,20 +74,43 @@ def longest_run(flags: np.ndarray):
 
 
 def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: float, count: int,
-                  back_wall: float, fill: float = 0.0) -> np.ndarray:
-    """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe):
-    the front wall at ``-r``, reverberation inside the shaft (``fill``, between the walls), then the
-    back wall and comet-tail repeats every ``spacing`` px with geometric decay."""
+                  back_wall: float, fill: float = 0.0, texture: np.ndarray | None = None) -> np.ndarray:
+    """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe).
+
+    The front wall is a specular line at ``-r`` as thick as the axial resolution (an amplitude pulse of
+    width ``sigma``: power ``exp(-u^2/sigma^2)``, FWHM 1.67 sigma). The back wall, one inner diameter
+    (``spacing``) deeper, echoes ``back_wall`` times as bright; the lumen reverberations follow every
+    round trip (``spacing``) deeper with geometric decay ``decay``. ``texture`` (optional, a list of
+    arrays broadcastable to ``u``, one per echo after the front wall) breaks each repeat into fragments, as
+    the comet tails of real needles are (not equal bars). ``fill``: faint echo from inside the lumen."""
     inv = -1.0 / max(sigma, 0.5) ** 2   # power profile of an amplitude PSF of width sigma
     out = np.exp(inv * (u + r) ** 2)
     if fill > 0:
         w = max(sigma, 0.5)
-        out = out + fill * np.clip((u + r) / w + 0.5, 0, 1) * np.clip((r - u) / w + 0.5, 0, 1)
+        out = out + fill * np.clip((u + r) / w + 0.5, 0, 1) * np.clip((-r + spacing - u) / w + 0.5, 0, 1)
     amp = back_wall
-    for k in range(1, int(count) + 1):
-        out += amp * np.exp(inv * (u + r - k * spacing) ** 2)
+    for k in range(1, int(count) + 2):
+        e = amp * np.exp(inv * (u + r - k * spacing) ** 2)
+        if texture is not None and k - 1 < len(texture):
+            e = e * texture[k - 1]
+        out = out + e
         amp *= decay
     return out
+
+
+def tip_profile(t: np.ndarray, L: float, ratio: float, fade: float) -> np.ndarray:
+    """Brightness factor along the shaft (``t`` px from its visible start to the tip at ``L``) at shallow
+    incidence, where the specular shaft dominates: 1 along the shaft, falling linearly to ``ratio`` (0.4-1)
+    over the last ``fade`` px (the bevel and the tip's rounded end reflect away from the probe)."""
+    f = np.clip((L - np.asarray(t, dtype=np.float64)) / max(fade, 1.0), 0.0, 1.0)
+    return ratio + (1.0 - ratio) * f
+
+
+def shallow_weight(delta_deg) -> np.ndarray:
+    """1 at shallow incidence (the shaft's specular echo dominates), 0 at steep incidence (the bevel tip
+    dominates, as in the needle_visibility data); the change is smooth between 15 and 25 degrees."""
+    d = np.abs(np.asarray(delta_deg, dtype=np.float64))
+    return np.clip((25.0 - d) / 10.0, 0.0, 1.0)
 
 
 def soft_ends(s: np.ndarray, s0: float, s1: float, width: float) -> np.ndarray:
