@@ -217,8 +217,8 @@ class SequenceSimulator:
         self.fill = rng.uniform(0.0, 0.04)
         # inner diameter: thin-wall (biopsy) to regular-wall needles, wall 0.1-0.2 mm
         self.id_px = max(self.od_mm - 2 * rng.uniform(0.1, 0.2), 0.3) / sp
-        # tip at shallow incidence: dimmer than the shaft (0.4-1.0x), fading over the last 1-3 mm
-        self.tip_ratio = rng.uniform(0.4, 1.0)
+        # tip at shallow incidence: dimmer than the shaft (0.4-0.9x), fading over the last 1-3 mm
+        self.tip_ratio = rng.uniform(0.4, 0.9)
         self.tip_fade_px = rng.uniform(1.0, 3.0) / sp
         self.shadow = _u(rng, cfg.shadow)
         self.steer = _u(rng, cfg.steer_deg)

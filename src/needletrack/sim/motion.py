@@ -208,5 +208,5 @@ def speckle_decorrelation(probe_xy: np.ndarray, probe_deg: np.ndarray, per_mm: f
     if n < 2 or per_mm <= 0:
         return np.zeros(n)
     step = np.hypot(*np.diff(probe_xy, axis=0).T) + np.abs(np.diff(probe_deg)) * 0.5   # mm (a degree ~ 0.5 mm)
-    phase = np.concatenate([[0.0], np.cumsum(step)]) * per_mm * np.pi
-    return 0.5 - 0.5 * np.cos(phase)
+    phase = np.minimum(np.concatenate([[0.0], np.cumsum(step)]) * per_mm, 1.0) * np.pi
+    return 0.5 - 0.5 * np.cos(phase)     # reaches the second realization and stays (two fields only)
