@@ -49,7 +49,10 @@ def _check_outputs(out, n, mask_names):
 
     with open_cine(out / "overlay.mp4", rgb=True) as c:
         frames = [f for f, _ in c]
-    assert len(frames) == n and frames[0].shape[:2] == (H, W)
+    from needletrack.track.overlay import band_height
+
+    assert len(frames) == n and frames[0].shape[:2] == (H + band_height(H, W), W)   # the text band under the image
+    assert (out / "plot.png").stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]           # no partial files left
     return rows, s
 
@@ -63,7 +66,10 @@ def test_track_mp4_end_to_end(tmp_path, model_path, first_mask, capsys):
     rows, s = _check_outputs(out, 10, [f"{i:05d}.png" for i in range(10)])
     assert s["prompt"] == "mask" and s["fps"] == pytest.approx(25.0)
     assert float(rows[2][1]) == pytest.approx(0.04, abs=1e-3)                  # time_s from the video
-    assert "tracked 10 frames" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "tracked 10 frames" in text and "{" not in text                      # a human summary, not a dict
+    assert "needle visible in" in text and "ms/frame" in text
+    assert str(out / "needle.csv") in text and str(out / "plot.png") in text and "plays at 25 fps" in text
 
 
 def test_track_image_folder_keeps_frame_names(tmp_path, model_path):

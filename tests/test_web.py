@@ -135,7 +135,8 @@ def test_upload_prompt_track_download(tiny_tracker, mp4_bytes):
         from urllib.parse import unquote
 
         cd = unquote(csv.headers["content-disposition"])
-        assert cd.startswith("attachment;") and "my loop_needle.csv" in cd
+        assert cd.startswith("attachment;") and 'filename="needle.csv"' in cd     # `curl -OJ` -> needle.csv
+        assert c.post(f"/api/jobs/{jid}/cancel").status_code == 409             # a finished job
         lines = csv.text.strip().splitlines()
         assert lines[0].split(",") == CSV_HEADER and len(lines) == 7
         # the table rows are the CSV's rows
@@ -160,7 +161,9 @@ def test_upload_prompt_track_download(tiny_tracker, mp4_bytes):
         vid = Path(app_root) / "check.mp4"
         vid.write_bytes(v.content)
         with open_cine(vid) as cine:
-            assert cine.frames == 6 and (cine.width, cine.height) == (64, 48)
+            from needletrack.track.overlay import band_height
+
+            assert cine.frames == 6 and (cine.width, cine.height) == (64, 48 + band_height(48, 64))
 
         # the job's folder is removed with the job, and the whole root at shutdown
         job_dir = app_root / jid
@@ -380,6 +383,8 @@ def test_cancel_running_job_cleans_partial_outputs(tiny_tracker, mp4_bytes):
         assert job["status"] == "cancelled" and job["progress"]["done"] <= 1
         assert not (c.app.state.manager.root / jid / "out").exists()
         assert c.get(f"/api/jobs/{jid}/files/overlay.mp4").status_code == 409
+        r = c.post(f"/api/jobs/{jid}/cancel")                   # nothing left to cancel
+        assert r.status_code == 409 and "only a queued or running job" in one_line(r.json()["detail"])
 
 
 def test_failed_run_reports_one_line(tiny_tracker, mp4_bytes):

@@ -162,6 +162,9 @@ def _run(args, threads: int) -> int:
     print(f"  tip error {f(m['tip_error_px'], '{:.1f}')} px ({f(m['tip_error_mm'], '{:.2f}')} mm)  "
           f"angle error {f(m['angle_error_deg'], '{:.1f}')} deg  "
           f"speed {summary['ms_per_frame_mean']:.1f} ms/frame ({summary['fps_tracking']:.1f} fps)")
-    print(f"  overlay: {out / 'overlay.mp4'}   masks: {out / 'masks'}   sample: {seq_dir}   "
+    from needletrack.track.overlay import playback_fps
+
+    print(f"  overlay: {out / 'overlay.mp4'} (plays at {playback_fps(summary.get('fps')):g} fps)   "
+          f"plot: {out / 'plot.png'}   masks: {out / 'masks'}   sample: {seq_dir}   "
           f"({time.perf_counter() - t_start:.1f} s)")
     return 0

@@ -208,6 +208,7 @@ def measure(cfg, timing: bool = True, steps: int = 10, engine: str = "torch", th
     row = {
         "name": cfg.name,
         "arch": cfg.arch,
+        "encoder": encoder_label(cfg),
         "key_encoder": cfg.key_encoder if cfg.is_memory_model else None,
         "encoder_depths": list(cfg.encoder_depths) if cfg.is_memory_model and cfg.key_encoder == "cmt" else None,
         "flow_window": cfg.flow_window if cfg.is_memory_model else None,
@@ -229,6 +230,21 @@ def measure(cfg, timing: bool = True, steps: int = 10, engine: str = "torch", th
         row.update(cpu_ms_per_frame=round(t["mean"], 2), cpu_ms_p99=round(t["p99"], 2), engine=engine,
                    threads=threads)
     return row
+
+
+# the encoder column for the per-frame baselines: what their encoder is, from their papers
+BASELINE_ENCODERS = {"pspnet": "resnet50", "fcn32": "vgg16", "unet": "unet", "segnet": "vgg16",
+                     "vgg16_unet": "vgg16", "resnet50_fcn32": "resnet50"}
+
+
+def encoder_label(cfg) -> str:
+    """The table's encoder column: C&T depths ('3-3-16-3'), the memory model's ResNet key encoder
+    ('resnet50'), or a per-frame baseline's own encoder ('vgg16', 'unet', ...)."""
+    if cfg.is_memory_model:
+        if cfg.key_encoder == "cmt" and cfg.encoder_depths:
+            return "-".join(map(str, cfg.encoder_depths))
+        return str(cfg.key_encoder)
+    return BASELINE_ENCODERS.get(cfg.arch, cfg.arch)
 
 
 def _select(names: str | None) -> list[str]:
@@ -266,14 +282,20 @@ def run(args) -> int:
         print(f"wrote {len(names)} presets to {args.write_configs}")
         return 0
     rows = []
-    for n in names:
+    if not args.json:
+        print(f"{'name':28s} {'encoder':>12s} {'win':>4s} {'size':>5s} {'params(M)':>10s} {'GFLOPs':>8s} "
+              f"{'ms/frame':>9s}", flush=True)
+    tty = sys.stderr.isatty()
+    for i, n in enumerate(names, 1):
+        if len(names) > 1:                      # progress on stderr: building, counting and timing take a while
+            msg = f"models: [{i}/{len(names)}] {n} ..."
+            print(f"\r\033[K{msg}" if tty else msg, end="" if tty else "\n", file=sys.stderr, flush=True)
         row = measure(n, timing=not args.no_timing, steps=args.steps, engine=args.engine, threads=args.threads)
         rows.append(row)
+        if tty and len(names) > 1:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
         if not args.json:
-            if len(rows) == 1:
-                print(f"{'name':28s} {'depths':>12s} {'win':>4s} {'size':>5s} {'params(M)':>10s} {'GFLOPs':>8s} "
-                      f"{'ms/frame':>9s}")
-            d = "-".join(map(str, row["encoder_depths"])) if row["encoder_depths"] else "resnet"
+            d = row["encoder"]
             ms = f"{row['cpu_ms_per_frame']:.1f}" if row["cpu_ms_per_frame"] is not None else "-"
             print(f"{n:28s} {d:>12s} {str(row['flow_window'] or '-'):>4s} {row['input_size']:5d} "
                   f"{row['params'] / 1e6:10.2f} {row['gflops']:8.2f} {ms:>9s}", flush=True)

@@ -7,7 +7,7 @@ HELP = "track the needle through a cine loop (video, DICOM, image folder, .mha) 
 def add_arguments(p) -> None:
     p.add_argument("input", metavar="INPUT", help="video file, DICOM file, image folder or PLUS .mha")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder: masks/, needle.csv, overlay.mp4, summary.json")
+                   help="output folder: masks/, needle.csv, overlay.mp4, plot.png, summary.json")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--first-mask", metavar="PNG", help="needle mask of the first frame (0/255, frame size)")
     g.add_argument("--first-line", metavar="X0,Y0,X1,Y1",
@@ -88,7 +88,6 @@ def _sigterm_as_interrupt():
 
 
 def _run(args, first_line) -> int:
-    import json
     import sys
 
     from needletrack.track.pipeline import track_to_folder
@@ -107,8 +106,9 @@ def _run(args, first_line) -> int:
     summary = track_to_folder(args.input, args.out, tracker, first_mask=args.first_mask, first_line=first_line,
                               auto=args.auto, overlay=not args.no_overlay, max_frames=args.max_frames,
                               progress=not args.quiet and sys.stderr.isatty(), model_name=str(args.model))
-    brief = {k: summary[k] for k in ("frames", "visible_frames", "first_found_frame", "ms_per_frame_mean")}
-    print(f"tracked {summary['frames']} frames -> {args.out}  " + json.dumps(brief))
+    from needletrack.track.pipeline import format_summary
+
+    print(format_summary(summary, args.out))
     for note in summary.get("notes", []):
         if "found no needle" in note:
             print(f"warning: {note}", file=sys.stderr)

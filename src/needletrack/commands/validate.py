@@ -27,7 +27,8 @@ def run(args) -> int:
                           "problems": [p.to_dict() for p in problems]}, indent=2))
     else:
         for p in problems[: args.max_lines]:
-            print(p)
+            # --strict counts warnings as errors, and says so
+            print(f"error: {p.path}: {p.message}" if args.strict and p.level != "error" else p)
         if len(problems) > args.max_lines:
             print(f"... and {len(problems) - args.max_lines} more")
     if errors:

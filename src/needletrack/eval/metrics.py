@@ -200,6 +200,12 @@ def evaluate_sequence(pred_folder: Path, seq, accumulate: MetricAccumulator | No
     preds = {p.stem: p for p in pred_folder.iterdir()
              if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")}
     first_stem = seq.frame_paths[0].stem  # the given first frame: never scored
+    frame_stems = {f.stem for f in seq.frame_paths}
+    orphans = [m for m in seq.mask_paths if m.stem not in frame_stems]
+    if orphans:                           # the ground truth's fault, not the prediction's
+        shown = ", ".join(m.name for m in orphans[:3]) + (f", ... ({len(orphans)} in all)" if len(orphans) > 3 else "")
+        raise InputError(f"ground-truth mask(s) {shown} of sequence '{seq.name}' have no frame in frames/",
+                         orphans[0].parent)
     scored = [m for m in seq.mask_paths if m.stem != first_stem]
     missing = [m.stem for m in scored if m.stem not in preds]
     if missing:

@@ -36,8 +36,9 @@ def _save_png(fig, path: str | Path) -> Path:
 
 
 def table_bars(doc: dict, path: str | Path) -> Path:
-    """Our IoU/Dice/Precision/Recall/F1 per row as grouped bars; the paper's figures (where known) as black
-    diamond markers on the same positions; CPU FPS printed under each row's name."""
+    """Our IoU/Dice/Precision/Recall/F1 per row as grouped bars; the paper's figures (where known) as
+    black-edged diamonds of the metric's colour on the same positions; our CPU FPS and the paper's GPU FPS
+    printed under each row's name."""
     plt = _plt()
     rows = doc["rows"]
     prow = (doc.get("paper") or {}).get("rows") or {}
@@ -55,12 +56,15 @@ def table_bars(doc: dict, path: str | Path) -> Path:
         pts = [(p, v) for p, v in zip(pos, pv) if v is not None]
         if pts:
             any_paper = True
-            ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color="black", ms=5,
-                    label="paper" if j == 0 else None)
+            ax.plot([p for p, _ in pts], [v for _, v in pts], "D", color=colors[j], ms=6,
+                    markeredgecolor="black", markeredgewidth=1.0,
+                    label="paper (diamond, same colour)" if j == 0 else None)
     labels = []
     for r in rows:
         fps = r["result"].get("fps_cpu")
-        labels.append(f"{r['label']}\n{fps:.1f} fps CPU" if fps else r["label"])
+        pfps = (prow.get(r["label"]) or {}).get("fps")
+        lab = f"{r['label']}\n{fps:.1f} fps CPU" if fps else r["label"]
+        labels.append(lab + (f"\npaper {pfps:.1f} GPU" if pfps else ""))
     ax.set_xticks(x)
     ax.set_xticklabels(labels, fontsize=8, rotation=0 if n <= 5 else 20, ha="center" if n <= 5 else "right")
     ax.set_ylim(0, 1.0)

@@ -516,11 +516,12 @@ class JobManager:
     def cancel(self, job_id: str) -> Job:
         with self._lock:
             job = self.get(job_id)
-            if job.status in ACTIVE:
-                job.cancel.set()
-                if job.status == "queued":      # the worker skips it
-                    job.status = "cancelled"
-                    job.finished = time.time()
+            if job.status not in ACTIVE:     # nothing to cancel: done, failed, cancelled or never started
+                raise StateError(f"job {job.id} is {job.status}; only a queued or running job can be cancelled")
+            job.cancel.set()
+            if job.status == "queued":          # the worker skips it
+                job.status = "cancelled"
+                job.finished = time.time()
             return job
 
     # ---------------------------------------------------------------------------------------------- running
@@ -1049,11 +1050,9 @@ def create_app(tracker=None, *, tracker_factory: Callable[[], Any] | None = None
     def download(job_id: str, name: str, inline: bool = False):
         try:
             p = manager.file_path(job_id, name)
-            job = manager.get(job_id)
         except NeedletrackError as e:
             raise http_error(e) from None
-        stem = re.sub(r"\.[^.]*$", "", job.name) if job.kind == "upload" else "sample"
-        fname = f"{stem}_{name}"
-        return FileResponse(p, media_type=DOWNLOADS[name], filename=None if inline else fname)
+        # the file keeps its own name (needle.csv, ...), as `curl -OJ` and the docs expect
+        return FileResponse(p, media_type=DOWNLOADS[name], filename=None if inline else name)
 
     return app

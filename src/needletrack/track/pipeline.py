@@ -40,12 +40,15 @@ def read_first_mask(path, shape: tuple[int, int]) -> np.ndarray:
 
 def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line=None, auto: bool = False,
                     overlay: bool = True, masks: bool = True, max_frames: int | None = None,
-                    progress: bool = True, model_name: str | None = None, gt=None) -> dict:
-    """Track ``input_path`` (anything ``open_cine`` reads) and write DIR/{masks,needle.csv,overlay.mp4,summary.json}.
+                    progress: bool = True, model_name: str | None = None, gt=None, plot: bool = True) -> dict:
+    """Track ``input_path`` (anything ``open_cine`` reads) and write
+    DIR/{masks,needle.csv,overlay.mp4,plot.png,summary.json}.
 
     ``first_mask``: bool array or a PNG path. ``gt``: optional callable ``gt(i) -> bool mask`` to score against
-    (DESIGN §3 metrics, first frame unscored); the metrics go into the summary. Returns the summary dict.
+    (the metrics of docs/design.md §5, first frame unscored); the metrics go into the summary. ``plot``: write
+    plot.png (tip x/y, angle and score per frame, :mod:`needletrack.track.plot`). Returns the summary dict.
     """
+    from needletrack.track.plot import PLOT_NAME, rows_from_result, write_track_plot
     from needletrack import __version__
     from needletrack.io import open_cine
     from needletrack.track.outputs import TrackOutputs
@@ -80,6 +83,7 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
         visible = 0
         scores: list[float] = []
         first_found = None
+        plot_rows: list[tuple] = []
         try:
             for i, (frame, time_s) in enumerate(cine):
                 if max_frames is not None and i >= max_frames:
@@ -101,6 +105,8 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
                 if acc is not None:
                     acc.update(res.mask, gt(i), first=(i == 0))
                 outs.add(frame, res, time_s, names[i] if names and i < len(names) else None)
+                if plot:
+                    plot_rows.append(rows_from_result(res))
                 if bar is not None:
                     bar.update(1)
             n = outs.n
@@ -134,6 +140,8 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
                 summary["notes"].append("auto-init found no needle in any frame")
             if acc is not None:
                 summary["metrics"] = acc.result()
+            if plot:      # written (atomically) before summary.json, which stays the last file of a run
+                write_track_plot(plot_rows, Path(out_dir) / PLOT_NAME, title=f"{Path(str(input_path)).name}")
             summary = outs.close(summary)
         except BaseException:
             outs.abort()
@@ -142,3 +150,29 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
             if bar is not None:
                 bar.close()
     return summary
+
+
+def format_summary(summary: dict, out_dir) -> str:
+    """A short human summary of a ``track`` run: frames, visible, speed, output paths."""
+    from needletrack.track.overlay import playback_fps
+    from needletrack.track.plot import PLOT_NAME
+
+    out = Path(out_dir)
+    n, vis = summary["frames"], summary["visible_frames"]
+    ms = summary.get("ms_per_frame_mean") or 0.0
+    first = summary.get("first_found_frame")
+    lines = [f"tracked {n} frames of {summary['input']} with {summary.get('model')} "
+             f"[{summary.get('engine')}]",
+             f"  needle visible in {vis} / {n} frames" + (f" (first found at frame {first})"
+                                                          if summary.get("prompt") == "auto" and first is not None
+                                                          else ""),
+             f"  speed {ms:.1f} ms/frame ({1000.0 / ms:.1f} frames/s)" if ms > 0 else "  speed n/a"]
+    outputs = summary.get("outputs") or {}
+    paths = [str(out / p) for p in (outputs.get("masks"), outputs.get("needle_csv")) if p]
+    if outputs.get("overlay"):
+        paths.append(f"{out / outputs['overlay']} (plays at {playback_fps(summary.get('fps')):g} fps)")
+    if (out / PLOT_NAME).exists():
+        paths.append(str(out / PLOT_NAME))
+    paths.append(str(out / "summary.json"))
+    lines.append("  outputs: " + "   ".join(paths))
+    return "\n".join(lines)

@@ -367,9 +367,11 @@ function figure(k, v) {
 
 function showResults(job) {
   const s = job.summary || {};
-  state.fps = s.fps || state.fps || 25;
+  // the overlay plays at the source rate kept between 10 and 60 fps (needletrack.track.overlay.playback_fps)
+  state.fps = Math.min(60, Math.max(10, s.fps || state.fps || 25));
   $("step-results").hidden = false;
   const v = $("video");
+  v.poster = `${job.links.frame0}?t=${Date.now()}`;   // the first frame until the video can play
   v.src = `${job.links["overlay.mp4"]}?inline=1&t=${Date.now()}`;
   v.addEventListener("timeupdate", onVideoTime);
   v.play().catch(() => {});
