@@ -53,12 +53,23 @@ NEEDLE_SETS = {"clinical": "test/clinical-ep", "hard": "test/hard-ep"}
 
 # ----------------------------------------------------------------------------------------------------------
 # the frozen sets, written once into a cache folder
+def simulator_hash() -> str:
+    """A short hash of the simulator's source: the sets are a function of their names *and* the simulator,
+    so a changed simulator builds new sets (and every report says which simulator made its frames)."""
+    import needletrack.sim as sim
+
+    h = hashlib.sha1()
+    for p in sorted(Path(sim.__file__).parent.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def build_sets(root: Path, plan: dict, log=print) -> Path:
     from needletrack.data import splits
     from needletrack.data.folder import SequenceWriter
 
     size = plan["size"]
-    key = hashlib.sha1(json.dumps([HARNESS_VERSION, plan, splits.split_file()], sort_keys=True)
+    key = hashlib.sha1(json.dumps([HARNESS_VERSION, plan, splits.split_file(), simulator_hash()], sort_keys=True)
                        .encode()).hexdigest()[:12]
     d = root / f"sets-{key}"
     if (d / "DONE").exists():
@@ -248,7 +259,7 @@ def to_markdown(report: dict) -> str:
     ]
     labels = list(report["runs"])
     out = [f"Command: `{report['command']}` — {report['when']}, {report['machine']}, {report['wall_s']:.0f} s. "
-           f"Sets: {report['sets_note']}", "",
+           f"Sets: {report['sets_note']} Simulator source hash {report.get('simulator', '?')}.", "",
            "| figure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, (a, b) in rows:
         vals = []
@@ -299,7 +310,7 @@ def main(argv=None) -> int:
     sets_dir = build_sets(Path(args.cache), plan)
     report = {"command": "python benchmarks/eval_tracking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "when": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores, 1 thread per run",
-              "harness_version": HARNESS_VERSION, "plan": plan, "runs": {},
+              "harness_version": HARNESS_VERSION, "plan": plan, "runs": {}, "simulator": simulator_hash(),
               "sets_note": f"clinical/hard = test/clinical-ep, test/hard-ep at {plan['size']} px, "
                            f"{plan['needle'][0]}×{plan['needle'][1]} frames; still {plan['still'][0]}×{plan['still'][1]}; "
                            f"negatives {plan['negatives'][0]}×{plan['negatives'][1]}; real stills "

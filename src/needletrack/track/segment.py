@@ -187,10 +187,18 @@ def _width(prob, c, u, nrm, ta, tb, threshold, tol) -> float:
     return float(np.clip(np.median(widths), 1.5, 2 * r)) if widths.size else 1.5
 
 
-def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None) -> np.ndarray:
-    """The output mask (module doc): the segment at its width, plus the network mask in a band around it."""
+MASK_RULES = ("union", "clip")
+
+
+def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None, rule: str = "union") -> np.ndarray:
+    """The output mask (module doc). ``union``: the segment at its width plus the network mask in a band
+    around it; ``clip``: only the network mask inside that band (no drawn pixels)."""
+    if rule not in MASK_RULES:
+        raise ValueError(f"mask rule must be one of {MASK_RULES}, got {rule!r}")
+    band = line_mask(shape, seg.p0, seg.p1, 3.0 * seg.width + 2.0)
+    if rule == "clip" and net_mask is not None:
+        return net_mask & band
     m = line_mask(shape, seg.p0, seg.p1, seg.width)
     if net_mask is not None:
-        band = line_mask(shape, seg.p0, seg.p1, 3.0 * seg.width + 2.0)
         m |= net_mask & band
     return m

@@ -68,7 +68,8 @@ class Tracker:
                  mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
                  line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0,
                  policy: str = "segment", min_contrast: float = 0.25, min_length_frac: float = 0.03,
-                 reacquire_frames: int = 3, max_turn_deg: float = 12.0):
+                 reacquire_frames: int = 3, max_turn_deg: float = 12.0, low_frac: float = 0.5,
+                 mask_rule: str = "union"):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
         self.policy = policy
@@ -76,6 +77,8 @@ class Tracker:
         self.min_length_frac = float(min_length_frac)
         self.reacquire_frames = int(reacquire_frames)
         self.max_turn_deg = float(max_turn_deg)
+        self.low_frac = float(low_frac)
+        self.mask_rule = mask_rule
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
                 and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
                 and not hasattr(model_or_engine, "parameters"):
@@ -319,7 +322,8 @@ class Tracker:
           needle holds still the dim distal part found by hysteresis stays in, so the mask does not shrink."""
         h, w = prob.shape
         diag = math.hypot(h, w)
-        seg = fit_segment_scaled(prob, self._last_seg, self.threshold, 0.5 * self.threshold, self.max_turn_deg)
+        seg = fit_segment_scaled(prob, self._last_seg, self.threshold, self.low_frac * self.threshold,
+                                 self.max_turn_deg)
         self._consistent = False
         empty = np.zeros((h, w), bool)
         if seg is None or seg.length < self.min_length_frac * diag or seg.score < self.min_score \
@@ -337,7 +341,7 @@ class Tracker:
             self._consistent = not jump
         self._pending = 0
         self._last_seg = seg
-        mask = segment_mask((h, w), seg, prob >= self.threshold)
+        mask = segment_mask((h, w), seg, prob >= self.threshold, rule=self.mask_rule)
         return mask, seg.score, True, seg
 
 
