@@ -8,7 +8,7 @@ provenance in its metadata.
 Validation split: the harness's named sets val/clinical, val/hard, val/easy and val/clinical+real
 (needletrack.data.splits; never a test set), frames of 256 and 448 px. The split
 is tracked once from each sequence's first mask with the gate off and the probability maps kept; each
-candidate (mask `threshold`, `min_score`) pair is then scored with the DESIGN §3 metrics by re-thresholding
+candidate (mask `threshold`, `min_score`) pair is then scored with the metrics of docs/design.md §5 by re-thresholding
 the maps and emptying the frames whose score (mean probability inside the mask) falls below `min_score`.
 (Under a candidate the tracker would also write slightly different masks to its memory, so candidates are
 scored approximately; the chosen pair is then measured exactly by benchmarks/eval_tracking.py on the test
@@ -64,7 +64,7 @@ def track_split(model, split) -> list:
 
 
 def score(frames, min_score: float, threshold: float = 0.5, min_area: int | None = None) -> dict:
-    """The DESIGN §3 metrics of the kept maps under one (threshold, min_score) pair, by the tracker's own rule."""
+    """The metrics (docs/design.md §5) of the kept maps under one (threshold, min_score) pair, by the tracker's own rule."""
     import numpy as np
 
     from needletrack.eval.metrics import MetricAccumulator

@@ -213,7 +213,7 @@ def test_simulated_sample_scored_against_truth(tiny_tracker):
         done = wait_status(c, job["id"])
         assert done["status"] == "done", done
         m = done["summary"]["metrics"]
-        assert m["frames"] == 3 and 0.0 <= m["iou"] <= 1.0     # first frame unscored (DESIGN §3)
+        assert m["frames"] == 3 and 0.0 <= m["iou"] <= 1.0     # first frame unscored (docs/design.md §5)
 
 
 @pytest.mark.parametrize("fmt", ["dicom", "dicom-no-extension", "mha"])

@@ -1,4 +1,4 @@
-"""`needletrack evaluate PRED_DIR GT_ROOT [--json OUT]`: the DESIGN §3 metrics per sequence and overall."""
+"""`needletrack evaluate PRED_DIR GT_ROOT [--json OUT]`: the metrics of docs/design.md §5 per sequence and overall."""
 from __future__ import annotations
 
 import json

@@ -3,7 +3,7 @@
 A clip is ``T`` frames (5 in the paper) taken with gaps of 5-10 source frames, in random time order.
 Three kinds of source, mixed by weight (see ``ClipDataset``):
 
-- ``FolderClips``  : sequences of a data set folder (DESIGN §3); gaps drawn per frame pair.
+- ``FolderClips``  : sequences of a data set folder (docs/design.md §5); gaps drawn per frame pair.
 - ``SimClips``     : generated on the fly by ``needletrack.sim.simulate_sequence`` (presets mixed by
                      weight, real ultrasound backgrounds mixed in when the folder exists).
 - ``Stage0Clips``  : pseudo-clips from real still images and their masks (lesions, nerves, aponeuroses)

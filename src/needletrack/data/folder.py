@@ -1,4 +1,4 @@
-"""The data set folder format (DESIGN §3), one sequence per folder, DAVIS-like:
+"""The data set folder format (docs/design.md §5), one sequence per folder, DAVIS-like:
 
     ROOT/<seq>/frames/00000.png ...   8-bit grayscale
     ROOT/<seq>/masks/00000.png ...    0/255, same size; all-zero = needle not visible

@@ -1,4 +1,4 @@
-"""Check a data set folder (DESIGN §3) and say exactly what is wrong, file by file.
+"""Check a data set folder (docs/design.md §5) and say exactly what is wrong, file by file.
 
 ``validate_dataset(root) -> list[Problem]``; an empty list means the folder is in the format. Each
 problem names the file (or folder) and what is wrong with it, and is an ``"error"`` (the data cannot be

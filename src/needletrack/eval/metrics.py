@@ -1,4 +1,4 @@
-"""The metrics of DESIGN §3, one definition everywhere.
+"""The metrics of docs/design.md §5, one definition everywhere.
 
 * The given first frame of a sequence is never scored (``update(..., first=True)`` skips it).
 * Over the scored frames, TP, FP and FN are summed over pixels ("pooled" / micro):
@@ -68,7 +68,7 @@ def frame_iou(pred, gt) -> float:
 
 @dataclass
 class MetricAccumulator:
-    """Streaming accumulator of the DESIGN §3 metrics for one sequence (or, by ``merge``, a whole set).
+    """Streaming accumulator of the metrics (docs/design.md §5) for one sequence (or, by ``merge``, a whole set).
 
     ``acc.update(pred_bool, gt_bool, first=False)`` per frame, then ``acc.result()``.
     ``pixel_spacing_mm``: ``[row, col]`` mm, or None; ``entry_side`` overrides the tip rule for both masks.
@@ -160,7 +160,7 @@ class MetricAccumulator:
 
 
 # --------------------------------------------------------------------------------------------------
-# Folder evaluation: PRED_DIR against a data set root (DESIGN §3 folder format)
+# Folder evaluation: PRED_DIR against a data set root (docs/design.md §5 folder format)
 
 def _pred_folder_for(pred_dir: Path, seq_name: str, single: bool) -> Path:
     candidates = []

@@ -141,7 +141,7 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
             if acc is not None:
                 summary["metrics"] = acc.result()
             if plot:      # written (atomically) before summary.json, which stays the last file of a run
-                write_track_plot(plot_rows, Path(out_dir) / PLOT_NAME, title=f"{Path(str(input_path)).name}")
+                write_track_plot(plot_rows, Path(out_dir) / PLOT_NAME, title="/".join(Path(str(input_path)).parts[-2:]))
             summary = outs.close(summary)
         except BaseException:
             outs.abort()

@@ -4,7 +4,7 @@
 - ``losses``: BCE, bootstrapped BCE, Dice
 - ``config``: the YAML training config (defaults, validation, LR schedule)
 - ``loop``: ``train(config, out_dir, resume=...)`` behind ``needletrack train`` (DDP under torchrun)
-- ``validation``: the fixed validation split and its DESIGN §3 metrics
+- ``validation``: the fixed validation split and its metrics (docs/design.md §5)
 - ``distributed``: torchrun / DistributedDataParallel helpers
 - ``toy``: a trivially learnable toy data set for tests and smoke runs
 

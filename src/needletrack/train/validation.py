@@ -1,5 +1,5 @@
 """Validation during training: a fixed split (simulated once, or a data set folder), scored by TRACKING
-each sequence with the streaming rollout from its first mask, with the DESIGN §3 metrics
+each sequence with the streaming rollout from its first mask, with the metrics of docs/design.md §5
 (``needletrack.eval.metrics``)."""
 from __future__ import annotations
 
