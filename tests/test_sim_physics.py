@@ -121,7 +121,10 @@ def _tip_over_shaft(angle, seeds):
         if L * sp < 3.0:
             continue
         tip = _along_axis(it, nd, pw, xa, ya, -np.arange(0, 0.5 / sp)).mean()                       # last 0.5 mm
-        shaft = _along_axis(it, nd, pw, xa, ya, -np.arange(max(3.0 / sp, 0.4 * L), 0.9 * L)).mean()  # behind it
+        behind = np.arange(max(3.0 / sp, 0.4 * L), 0.9 * L)
+        if behind.size == 0:     # too short a shaft to compare against
+            continue
+        shaft = _along_axis(it, nd, pw, xa, ya, -behind).mean()  # behind it
         inc = nd["incidence_deg"]
         pred = 10 ** ((tip_cnr(inc) - shaft_cnr(inc)) * 5.57 * it.contrast_scale / 10)
         out.append((tip / max(shaft, 1e-9), float(pred)))

@@ -39,6 +39,19 @@ def lowfreq(rng, shape, cell_y: float, cell_x: float) -> np.ndarray:
     return cv2.resize(g, (W, H), interpolation=cv2.INTER_CUBIC)
 
 
+def oriented_lowfreq(rng, shape, cell_y: float, cell_x: float, angle_deg: float) -> np.ndarray:
+    """:func:`lowfreq` with its long axis (``cell_x``) turned by ``angle_deg`` (structures follow the local
+    layering, which is seldom exactly horizontal)."""
+    H, W = shape
+    if abs(angle_deg) < 1.0:
+        return lowfreq(rng, shape, cell_y, cell_x)
+    n = int(math.ceil(math.hypot(H, W))) + 2
+    g = lowfreq(rng, (n, n), cell_y, cell_x)
+    M = cv2.getRotationMatrix2D((n / 2.0, n / 2.0), float(angle_deg), 1.0)
+    M[:, 2] -= [(n - W) / 2.0, (n - H) / 2.0]
+    return cv2.warpAffine(g, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 def _curve(rng, n, base, amp, knot_px):
     return base + smooth_noise(rng, n, 1.0, knot_px, amp)
 
@@ -121,18 +134,44 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
             pts2 = pts.copy()
             pts2[:, 1] = int(top + k * skin * 1.1)
             cv2.polylines(lines, [pts2], False, float(0.3 / k), 1, cv2.LINE_AA)
-    # Cooper's ligaments: curved bright lines from the gland surface up towards the skin
+    # Cooper's ligaments: a few bright curved bands from the gland surface up towards the skin, thick (0.3-0.8 mm),
+    # broken into clumps along their length (specular only where the band faces the beam)
     for _ in range(_ui(rng, cfg.ligaments)):
         x = rng.uniform(0, Wc)
         i = int(np.clip(x, 0, Wc - 1))
         p0 = np.array([x, b_fat[i] + rng.uniform(-1, 2) * mm])
-        rise = rng.uniform(0.4, 1.0) * max(b_fat[i] - b_skin[i], 2 * mm)
-        run = rng.uniform(-1.5, 1.5) * rise
+        rise = rng.uniform(0.3, 0.9) * max(b_fat[i] - b_skin[i], 2 * mm)
+        run = rng.uniform(0.8, 2.5) * rise * rng.choice([-1.0, 1.0])
         p2 = np.array([x + run, p0[1] - rise])
-        p1 = (p0 + p2) / 2 + np.array([rng.uniform(-0.4, 0.4) * rise, rng.uniform(-0.3, 0.1) * rise])
-        c = _bezier(p0, p1, p2).astype(np.int32)
-        cv2.polylines(lines, [c], False, float(rng.uniform(0.5, 2.5)), max(1, int(round(rng.uniform(0.1, 0.25) * mm))),
-                      cv2.LINE_AA)
+        p1 = (p0 + p2) / 2 + np.array([rng.uniform(-0.3, 0.3) * rise, rng.uniform(-0.3, 0.3) * rise])
+        c = _bezier(p0, p1, p2, 40)
+        seg = np.zeros(shape, np.float32)
+        bright = float(rng.uniform(1.5, 5.0))
+        th = max(1, int(round(rng.uniform(0.3, 0.8) * mm)))
+        on = smooth_noise(rng, len(c) - 1, 1.0, rng.uniform(3, 8), 1.0) > rng.uniform(-0.5, 0.2)
+        for k in range(len(c) - 1):
+            if on[k]:
+                t = c[k + 1] - c[k]
+                # specular: brightest where the band lies across the beam
+                f = abs(t[0]) / max(math.hypot(t[0], t[1]), 1e-6)
+                cv2.line(seg, tuple(c[k].astype(int)), tuple(c[k + 1].astype(int)), bright * (0.25 + 0.75 * f * f), th,
+                         cv2.LINE_AA)
+        lines += cv2.GaussianBlur(seg, (0, 0), max(0.15 * mm, 0.6))
+    # layered interfaces: short bright wavy segments roughly along the layers (connective tissue planes)
+    for _ in range(_ui(rng, (2, 6))):
+        L = rng.uniform(4, 15) * mm
+        x0 = rng.uniform(-0.2, 1.0) * Wc
+        y0 = margin + rng.uniform(0.05, 0.9) * depth_px
+        n = max(int(L / max(mm, 1)), 4)
+        xs = x0 + np.linspace(0, L, n)
+        ys = y0 + (xs - x0) * math.tan(math.radians(rng.uniform(-12, 12))) + smooth_noise(rng, n, 1.0, max(n / 6, 2), 0.8 * mm)
+        taper = np.sin(np.linspace(0, math.pi, n)) ** 0.5
+        amp = np.clip(0.5 + smooth_noise(rng, n, 1.0, max(n / 8, 2), 0.7), 0.0, None) * taper * rng.uniform(0.8, 3.0)
+        seg = np.zeros(shape, np.float32)
+        th = max(1, int(round(rng.uniform(0.2, 0.6) * mm)))
+        for k in range(n - 1):
+            cv2.line(seg, (int(xs[k]), int(ys[k])), (int(xs[k + 1]), int(ys[k + 1])), float(amp[k]), th, cv2.LINE_AA)
+        lines += cv2.GaussianBlur(seg, (0, 0), max(0.15 * mm, 0.6))
     # gland surface echo (anterior mammary fascia), partial
     gf = np.stack([np.arange(Wc), b_fat], 1).astype(np.int32)
     cv2.polylines(lines, [gf], False, float(rng.uniform(0.5, 2.0)), max(1, int(round(0.2 * mm))), cv2.LINE_AA)
@@ -141,15 +180,18 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
         in_muscle = rows >= b_fascia[None, :]
         echo[in_muscle] = muscle_lvl
         stri = np.zeros(shape, np.float32)
-        ang = math.radians(rng.uniform(-15, 15))
-        gap = rng.uniform(1.0, 2.5) * mm
+        ang = math.radians(rng.uniform(-25, 25))
+        gap = rng.uniform(1.2, 3.0) * mm
         n = int((Hc + Wc) / gap) + 2
         for k in range(-n, n):
             y0 = k * gap
             p = np.array([[0, y0], [Wc, y0 + Wc * math.tan(ang)]], np.float64)
             p[:, 1] += rng.uniform(-0.3, 0.3) * gap
-            cv2.line(stri, tuple(p[0].astype(int)), tuple(p[1].astype(int)), float(rng.uniform(0.4, 1.2)), 1, cv2.LINE_AA)
-        echo += stri * in_muscle * muscle_lvl * 4
+            cv2.line(stri, tuple(p[0].astype(int)), tuple(p[1].astype(int)), float(rng.uniform(0.2, 1.2)),
+                     max(1, int(round(rng.uniform(0.1, 0.3) * mm))), cv2.LINE_AA)
+        stri = cv2.GaussianBlur(stri, (0, 0), max(0.15 * mm, 0.6))
+        stri *= np.clip(1 + oriented_lowfreq(rng, shape, 1.0 * mm, 4.0 * mm, math.degrees(ang)), 0, None)
+        echo += stri * in_muscle * muscle_lvl * 3
         fp = np.stack([np.arange(Wc), b_fascia], 1).astype(np.int32)
         cv2.polylines(lines, [fp], False, float(rng.uniform(1.5, 5.0)), max(1, int(round(0.4 * mm))), cv2.LINE_AA)
         # rib: bright curved surface and a complete shadow
@@ -159,8 +201,8 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
             ax, ay = rng.uniform(4, 8) * mm, rng.uniform(2, 4) * mm
             rib = np.zeros(shape, np.uint8)
             cv2.ellipse(rib, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, 1, -1)
-            below = np.maximum.accumulate(rib, axis=0).astype(bool)
-            echo[below] *= 0.03
+            below = cv2.GaussianBlur(np.maximum.accumulate(rib, axis=0).astype(np.float32), (0, 0), 1.0 * mm)
+            echo *= 1 - 0.95 * below
             cv2.ellipse(lines, (int(cx), int(cy)), (int(ax), int(ay)), 0, 180, 360, float(rng.uniform(4, 10)),
                         max(1, int(round(0.5 * mm))), cv2.LINE_AA)
     # straight bright distractors (fascia planes, old needle tracks)
@@ -206,20 +248,24 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
             f = rng.uniform(0.15, 0.5) if post == "shadow" else rng.uniform(1.4, 2.5)
             echo *= 1 + (f - 1) * below
             lines *= 1 + (f - 1) * below
-    # tissue structure below the resolution of the anatomy above: laterally elongated echogenic strands
-    # (fibrous septa, fascicles) over a darker matrix, as every real frame shows; log-normal, so a few bright
-    # strands and much dark tissue (positively skewed grey levels)
-    for cy_mm, cx_mm, amp in ((rng.uniform(0.2, 0.5), rng.uniform(1.0, 4.0), rng.uniform(1.0, 1.6)),
-                              (rng.uniform(0.8, 2.0), rng.uniform(4.0, 12.0), rng.uniform(0.4, 0.8))):
-        g = lowfreq(rng, shape, cy_mm * mm, cx_mm * mm)
+    # tissue structure below the resolution of the anatomy above: echogenic strands (fibrous septa, fascicles)
+    # over a darker matrix, elongated 2-4x along the local layering, which tilts by up to ~25 degrees; log-normal,
+    # so a few bright strands and much dark tissue (positively skewed grey levels)
+    for cy_mm, cx_mm, amp in ((rng.uniform(0.25, 0.5), rng.uniform(0.7, 1.6), rng.uniform(0.5, 0.8)),
+                              (rng.uniform(0.8, 2.0), rng.uniform(2.0, 5.0), rng.uniform(0.6, 1.0))):
+        g = oriented_lowfreq(rng, shape, cy_mm * mm, cx_mm * mm, rng.uniform(-25, 25))
         g *= np.float32(amp)
         echo *= np.exp(g - np.float32(0.5 * amp * amp))
-    # sparse bright echoes: thin strands (ridges of an anisotropic random field) 5-15 dB above the tissue,
-    # the bright tail of every real frame's grey histogram
-    g = lowfreq(rng, shape, rng.uniform(0.2, 0.4) * mm, rng.uniform(3.0, 8.0) * mm)
-    thr = np.float32(rng.uniform(0.9, 1.4))
-    st = np.maximum(g - thr, 0)
-    echo += np.float32(rng.uniform(15.0, 50.0)) * st * st * np.maximum(echo, np.float32(0.2))
+    # sparse bright echoes: short thin strands (ridges of an anisotropic random field) 5-15 dB above the
+    # tissue, in two orientation families: the bright tail of every real frame's grey histogram
+    for _ in range(2):
+        g = oriented_lowfreq(rng, shape, rng.uniform(0.15, 0.3) * mm, rng.uniform(1.0, 4.0) * mm, rng.uniform(-20, 20))
+        thr = np.float32(rng.uniform(1.0, 1.5))
+        st = np.maximum(g - thr, 0)
+        st *= np.clip(lowfreq(rng, shape, 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)   # in clusters
+        echo += np.float32(rng.uniform(20.0, 60.0)) * st * st * np.maximum(echo, np.float32(0.2))
+    # specular interfaces are rough: their echo varies along them (texture, partial facing of the beam)
+    lines *= np.exp(0.7 * oriented_lowfreq(rng, shape, 0.5 * mm, 1.5 * mm, 0.0) - 0.245)
     k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
     echo += (1 - k) * lines
     spec = k * lines

@@ -339,13 +339,18 @@ def speckle_intensity(rng, shape, psf: PSF, margin: int, looks: int = 3, realiza
     return out
 
 
-def grey_map(gamma: float, reject: float = 0.0) -> np.ndarray:
-    """A scanner grey map as a 256-entry LUT: grey levels below ``reject`` (0..255) go black, the rest
-    follow a power curve ``gamma`` (> 1 darkens the mid-greys: a post-processing curve that keeps the
-    low-level speckle dark and the strong echoes bright)."""
-    x = np.arange(256, dtype=np.float64)
-    y = np.clip((x - reject) / max(255.0 - reject, 1.0), 0, 1) ** gamma * 255.0
-    return np.round(y).astype(np.uint8)
+def grey_map(curve: float, floor: float = 0.0) -> np.ndarray:
+    """A scanner grey map as a 256-entry LUT over the log-compressed grey level ``x``: an exponential curve
+    ``(exp(curve x/255) - 1) / (exp(curve) - 1)`` lifted onto a display floor ``floor`` (0..255).
+
+    On the log-compressed echo this is a power-law compression of the intensity at the bright end (strong
+    echoes stand out: positively skewed grey levels) and nearly linear at the dark end (gentle: weak echoes
+    and the electronic noise stay dark grey instead of being crushed to black). ``curve`` -> 0 is linear."""
+    x = np.arange(256, dtype=np.float64) / 255.0
+    c = max(float(curve), 1e-3)
+    y = np.expm1(c * x) / math.expm1(c)
+    y = floor + (255.0 - floor) * y
+    return np.round(np.clip(y, 0, 255)).astype(np.uint8)
 
 
 def grain_fwhm(img: np.ndarray, max_lag: int = 24, smooth: float = 8.0) -> tuple[float, float]:

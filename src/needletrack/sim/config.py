@@ -33,17 +33,17 @@ class SimConfig:
     frac_bandwidth: Range = (0.5, 0.9)     # -6 dB fractional bandwidth of the pulse
     f_number: Range = (1.5, 3.5)           # lateral resolution = lambda * F# at the focus
     focus_frac: Range = (0.25, 0.7)        # focal depth as a fraction of the imaging depth
-    speckle_scale: Range = (0.8, 1.5)      # lateral resolution beyond lambda*F# (elevation, apodisation, display)
+    speckle_scale: Range = (0.6, 1.1)      # lateral resolution beyond lambda*F# (elevation, apodisation, display)
     axial_scale: Range = (0.8, 1.2)        # axial resolution beyond the pulse length
     scan_line_px: Range = (1.0, 1.5)       # spacing of the scan lines (display px), linear scan conversion between
-    compound_looks: Range = (2, 4)         # spatial compounding: number of steered looks averaged (integer)
+    compound_looks: Range = (3, 7)         # spatial compounding: number of steered looks averaged (integer)
     persistence: Range = (0.15, 0.45)      # frame averaging: weight of the previous displayed frame
-    grey_gamma: Range = (1.3, 1.9)         # grey map (post-processing curve) exponent
-    grey_reject: Range = (0.0, 6.0)       # grey levels (of 255) rejected to black before the grey map
+    grey_curve: Range = (2.5, 4.5)         # grey map: exponential post-processing curve (bmode.grey_map)
+    grey_floor: Range = (0.0, 8.0)         # grey level of the display floor (the noise floor is dark grey, not black)
     atten_db_cm_mhz: Range = (0.5, 0.9)    # tissue attenuation
     tgc_compensation: Range = (0.55, 0.85)  # fraction of the attenuation the TGC gives back (about 3x darker at depth)
     tgc_ripple_db: Range = (0.0, 5.0)      # slider-shaped residual gain over depth
-    dynamic_range_db: Range = (50.0, 70.0)  # log compression to 8 bit
+    dynamic_range_db: Range = (45.0, 65.0)  # log compression to 8 bit
     gain_db: Range = (-6.0, 6.0)           # overall gain around a mid-grey tissue level
     noise_floor_db: Range = (-75.0, -60.0)  # electronic noise, relative to the tissue reference level
     # --- anatomy ------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ class SimConfig:
     fat_frac: Range = (0.15, 0.45)         # subcutaneous fat thickness as a fraction of depth
     gland_frac: Range = (0.2, 0.45)
     muscle_prob: float = 0.75              # pectoral muscle visible at the bottom
-    ligaments: Range = (3, 9)              # Cooper's ligaments (bright curved lines)
+    ligaments: Range = (1, 4)              # Cooper's ligaments (bright curved lines)
     distractor_lines: Range = (0, 1)       # extra straight bright lines (fascia, old tracks)
     lesion_prob: float = 0.9
     lesion_mm: Range = (5.0, 16.0)
@@ -117,7 +117,7 @@ def preset(name: str = "clinical") -> SimConfig:
         return SimConfig(
             depth_mm=(25.0, 40.0), border_prob=0.3, convex_prob=0.0, overlay_prob=0.3,
             dynamic_range_db=(55.0, 65.0), gain_db=(-3.0, 4.0), noise_floor_db=(-80.0, -70.0), compound_looks=(3, 5),
-            ligaments=(2, 5), distractor_lines=(0, 0),
+            ligaments=(1, 3), distractor_lines=(0, 0),
             angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(0.0, 6.0), contrast_scale=(0.6, 0.9),
             dropout=(0.0, 0.15), tilt_deg=(0.0, 0.4), slab_mm=(0.6, 1.0),
             tremor_mm=(0.02, 0.08), probe_drift_mm=(0.1, 1.0), probe_rot_deg=(0.0, 1.0),
@@ -129,7 +129,7 @@ def preset(name: str = "clinical") -> SimConfig:
             freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.8, 3.0), compound_looks=(1, 4),
             atten_db_cm_mhz=(0.5, 1.0), tgc_compensation=(0.45, 0.8), tgc_ripple_db=(2.0, 8.0),
             dynamic_range_db=(45.0, 70.0), gain_db=(-10.0, 8.0), noise_floor_db=(-60.0, -45.0),
-            ligaments=(6, 14), distractor_lines=(1, 4),
+            ligaments=(2, 6), distractor_lines=(1, 4),
             angle_deg=(20.0, 60.0), shallow_bias=1.0, bend_prob=0.5, bend_deg=(0.5, 4.0),
             needle_gain_db=(-6.0, 0.0), contrast_scale=(0.35, 0.6), shadow=(0.05, 0.3), dropout=(0.3, 0.8),
             slab_mm=(0.3, 0.6), tilt_deg=(0.5, 3.0),

@@ -106,7 +106,7 @@ class SequenceSimulator:
         looks = int(rng.integers(int(cfg.compound_looks[0]), int(cfg.compound_looks[1]) + 1))
         line_px = _u(rng, cfg.scan_line_px)
         self.persist = _u(rng, cfg.persistence)
-        self.lut = bmode.grey_map(_u(rng, cfg.grey_gamma), _u(rng, cfg.grey_reject))
+        self.lut = bmode.grey_map(_u(rng, cfg.grey_curve), _u(rng, cfg.grey_floor))
         self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
             anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px)
@@ -126,7 +126,7 @@ class SequenceSimulator:
             self.gain = att * tgc
             self.tgc = tgc
             self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
-            self.ref_grey = 125.0 + gain_db * 255.0 / self.dr
+            self.ref_grey = 155.0 + gain_db * 255.0 / self.dr
             self.source = "needletrack.sim (synthetic breast)"
             self.alpha = 0.0
         else:
