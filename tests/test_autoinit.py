@@ -93,8 +93,27 @@ def test_tracker_auto_waits_for_the_needle():
     assert r.source == "search" and not r.visible and not tr.initialised
     assert not tr.step(blank[1]).visible and not tr.initialised
     img, m, *_ = needle_frame(35, h=h, w=w, seed=11)
+    # it declines until the same line held for confirm_frames (3) frames: frames 2 and 3 still search
+    for k in (2, 3):
+        r = tr.step(img)
+        assert r.source == "search" and not r.visible and not tr.initialised, k
     r = tr.step(img)
-    assert tr.initialised and tr.first_found == 2 and r.source == "prompt" and r.visible
+    assert tr.initialised and tr.first_found == 4 and r.source == "prompt" and r.visible
+    assert not r.confirmed                                 # found without a person's prompt
     assert (r.mask & m).sum() / (r.mask | m).sum() > 0.4
     r = tr.step(img)
-    assert r.source == "model" and r.frame_index == 3
+    assert r.source == "model" and r.frame_index == 5 and not r.confirmed
+
+
+def test_auto_start_declines_a_line_that_does_not_hold():
+    """A confident line seen in one frame only (then something else) never starts a track."""
+    from needletrack.models import build_model
+
+    tr = Tracker(build_model("stnan_tiny"))
+    h, w = 120, 160
+    a, *_ = needle_frame(35, h=h, w=w, seed=11)
+    b = speckle(h, w, 7).astype(np.uint8)
+    r = tr.step(a, auto=True)
+    for f in (b, a, b, a, b):
+        r = tr.step(f)
+    assert not tr.initialised and not r.visible and r.source == "search"

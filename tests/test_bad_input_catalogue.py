@@ -332,9 +332,9 @@ def test_disk_full_on_first_run_leaves_no_folder(base, case_dir, capfd, monkeypa
 # ---------------------------------------------------------------------------------------------- serve-web
 @pytest.fixture(scope="module")
 def web_client():
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
-    pytest.importorskip("multipart")
+    import fastapi  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
+    import httpx  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
+    import python_multipart  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
@@ -391,7 +391,7 @@ def test_web_bad_requests(web_client):
 # ---------------------------------------------------------------------------------------------- serve-igtl
 @pytest.fixture
 def igtl():
-    pytest.importorskip("pyigtl")
+    import pyigtl  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
     from test_igtl_helpers import FakeTracker
 
     from needletrack.serve.igtl import IgtlConfig, IgtlService

@@ -1,7 +1,7 @@
 """The six per-frame baselines: built from the registry, forward/backward at a tiny input, logits at input size."""
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from needletrack.models.baselines import BASELINE_ARCHS, DISPLAY_NAMES, preset_name  # noqa: E402
 from needletrack.models.registry import build_model, get_config, list_presets  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+import hypothesis
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -82,7 +82,7 @@ def work(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- IGTL
 def _igtl_seed() -> bytes:
-    pyigtl = pytest.importorskip("pyigtl")
+    import pyigtl
     from needletrack.serve.igtl_wire import encode_message
 
     msg = pyigtl.ImageMessage(np.arange(64, dtype=np.uint8).reshape(1, 8, 8), device_name="Image_Reference")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-pyigtl = pytest.importorskip("pyigtl")
+import pyigtl
 
 from needletrack.serve.igtl import IgtlConfig, IgtlService  # noqa: E402
 from needletrack.serve.igtl_wire import (  # noqa: E402

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-pyigtl = pytest.importorskip("pyigtl")
+import pyigtl
 
 from needletrack.serve.igtl import IgtlConfig, IgtlService  # noqa: E402
 from needletrack.serve.igtl_wire import encode_message, timestamp_to_raw  # noqa: E402

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-pyigtl = pytest.importorskip("pyigtl")
+import pyigtl
 
 from needletrack.serve.igtl_wire import (  # noqa: E402
     HEADER_SIZE,

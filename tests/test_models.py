@@ -348,7 +348,7 @@ def test_load_errors_are_one_line_input_errors(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- ONNX
 def test_streaming_step_exports_to_onnx_and_matches(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     from needletrack.commands.models import export_onnx
 
     torch.manual_seed(0)
@@ -402,7 +402,7 @@ def test_models_command_bad_name_exits_2(capsys):
 
 
 def test_measure_onnxruntime_engine_times_the_exported_step():
-    pytest.importorskip("onnxruntime")
+    import onnxruntime  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
     from needletrack.commands.models import measure
 
     row = measure("stnan_tiny", timing=True, steps=1, engine="onnxruntime", threads=1)

@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from needletrack import resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +37,7 @@ def test_an_installed_package_reads_its_package_data(tmp_path, monkeypatch):
     assert weights_dir() == tmp_path
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_configs_default_weights_and_package_files(tmp_path):
     # --no-build-isolation: the build uses this environment's setuptools (torch depends on it), no index
     src = tmp_path / "tree"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from needletrack.io import open_cine
 from needletrack.io.pixels import full_scale, to_u8
@@ -28,7 +27,7 @@ def test_rule():
 
 
 def test_12bit_png_folder_and_tracker_give_the_same_image(tmp_path):
-    cv2 = pytest.importorskip("cv2")
+    import cv2
     frames = _twelve_bit_frames()
     for i, f in enumerate(frames):
         assert cv2.imwrite(str(tmp_path / f"{i:05d}.png"), f)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from needletrack.eval import tables as T  # noqa: E402
 
@@ -232,6 +232,7 @@ def test_bar_chart_and_figure7_are_written(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
 def test_micro_tables_3_and_4_end_to_end_shared_and_cached(tmp_path, fake_sim, monkeypatch, capsys):
     """Table 3 through the CLI, then Table 4 at the micro scale: every row trains (2 steps), tracks the test
     set and is scored; Table 4 reuses Table 3's STCN and STNAN runs; a re-run trains and evaluates nothing."""

@@ -1,8 +1,7 @@
 """Tracker visibility gate (min_score) and tracker settings carried in a weights file's metadata."""
 import numpy as np
-import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 def _clip(n=4, size=64):

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
-pytest.importorskip("multipart")
+import fastapi  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
+import httpx  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
+import python_multipart  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -18,13 +18,13 @@ import warnings
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-pytest.importorskip("multipart")
+import fastapi  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
+import uvicorn  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
+import python_multipart  # noqa: F401 - a required dependency: a broken install fails here, it does not skip
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
                  if shutil.which(n)), None)
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)"),
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
