@@ -396,7 +396,7 @@ def igtl():
 
     from needletrack.serve.igtl import IgtlConfig, IgtlService
 
-    svc = IgtlService(FakeTracker(), IgtlConfig(host="127.0.0.1", port=0, log_interval_s=0, stall_timeout_s=0.5,
+    svc = IgtlService(FakeTracker(), IgtlConfig(host="127.0.0.1", port=0, log_interval_s=0, stall_timeout_s=0.5, auto_init=True,
                                                 max_message_bytes=1 << 20, max_buffered_bytes=2 << 20)).start()
     yield svc
     svc.stop()

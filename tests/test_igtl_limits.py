@@ -92,6 +92,7 @@ def service():
 
     def make(**kw):
         kw.setdefault("log_interval_s", 0)
+        kw.setdefault("auto_init", True)   # a stream without a prompt, as `serve-igtl --auto`
         svc = IgtlService(FakeTracker(), IgtlConfig(host="127.0.0.1", port=0, **kw)).start()
         made.append(svc)
         return svc

@@ -35,6 +35,9 @@ def make_service():
 
     def make(tracker=None, **kw):
         kw.setdefault("log_interval_s", 0)
+        # these stream tests start without a prompt, as `serve-igtl --auto` does (the default waits for one,
+        # tested with auto_init=False below and in test_serve_igtl_waits_for_a_prompt_by_default)
+        kw.setdefault("auto_init", True)
         cfg = IgtlConfig(host="127.0.0.1", port=0, **kw)
         svc = IgtlService(tracker if tracker is not None else FakeTracker(), cfg).start()
         made.append(svc)
@@ -366,3 +369,9 @@ def test_periodic_status_line_and_stalled_sender_notice(make_service, make_clien
     cli.send(image_message(needle_frame(1), 2.0))
     assert wait_until(lambda: "frames arriving again" in caplog.text, 5.0)
     assert wait_until(lambda: len(cli.of("NeedleMask")) == 2)
+
+
+def test_serve_igtl_waits_for_a_prompt_by_default():
+    from needletrack.serve.igtl import IgtlConfig
+
+    assert IgtlConfig().auto_init is False

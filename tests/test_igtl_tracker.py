@@ -92,7 +92,7 @@ def test_cli_serves_and_writes_stats(tiny_model, monkeypatch, tmp_path, capsys):
     t = threading.Thread(target=sender, daemon=True)
     t.start()
     out = tmp_path / "stats.json"
-    rc = main(["serve-igtl", "--port", str(port), "--duration", "2.5", "--stats-json", str(out), "-q"])
+    rc = main(["serve-igtl", "--port", str(port), "--duration", "2.5", "--stats-json", str(out), "-q", "--auto"])
     stop.set()
     t.join(10)
     assert rc == 0

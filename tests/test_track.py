@@ -114,7 +114,7 @@ def test_step_sizes_and_result_fields(tiny):
 
 def test_memory_is_flat_past_the_cap(tiny):
     frames, masks = clip(n=4, h=64, w=64)
-    tr = Tracker(tiny, mem_cap=3, mem_every=2, mem_min_score=0.0, threshold=0.0)  # every prediction "confident"
+    tr = Tracker(tiny, mem_cap=3, mem_every=2, mem_min_score=0.0, threshold=0.0, policy="mask")  # every prediction "confident" (v1 gate)
     tr.step(frames[0], mask=masks[0])
     sizes, counts = [], []
     for i in range(1, 25):
@@ -130,8 +130,8 @@ def test_memory_is_flat_past_the_cap(tiny):
 def test_static_memory_read_matches_dynamic(tiny):
     """Reading all slots with the valid mask (ONNX style) gives the same masks as reading the filled prefix."""
     frames, masks = clip(n=8, h=64, w=80)
-    a = Tracker(tiny, static_memory=True, mem_min_score=0.0, threshold=0.0, mem_every=2)
-    b = Tracker(tiny, static_memory=False, mem_min_score=0.0, threshold=0.0, mem_every=2)
+    a = Tracker(tiny, static_memory=True, mem_min_score=0.0, threshold=0.0, mem_every=2, policy="mask")
+    b = Tracker(tiny, static_memory=False, mem_min_score=0.0, threshold=0.0, mem_every=2, policy="mask")
     a.step(frames[0], mask=masks[0])
     b.step(frames[0], mask=masks[0])
     probs = []
@@ -144,10 +144,10 @@ def test_static_memory_read_matches_dynamic(tiny):
     assert max(float(np.abs(p - probs[0]).max()) for p in probs[1:]) > 1e-3
     assert a.memory.n_filled >= 3 and b.memory.n_filled == a.memory.n_filled
     # and a read that ignores the valid mask (empty slots counted as memory) would differ: the mask matters
-    c = Tracker(tiny, static_memory=True, mem_min_score=0.0, threshold=0.0, mem_every=2)
+    c = Tracker(tiny, static_memory=True, mem_min_score=0.0, threshold=0.0, mem_every=2, policy="mask")
     c.step(frames[0], mask=masks[0])
     rc = c.step(frames[1])
-    d = Tracker(tiny, static_memory=True, mem_min_score=0.0, threshold=0.0, mem_every=2)
+    d = Tracker(tiny, static_memory=True, mem_min_score=0.0, threshold=0.0, mem_every=2, policy="mask")
     d.step(frames[0], mask=masks[0])
     d.memory.valid[:] = True
     rd = d.step(frames[1])
@@ -324,8 +324,8 @@ def test_onnx_engine_drops_in(tiny):
 
     eng = make_engine(tiny, engine="onnx")
     frames, masks = clip(n=6, h=64, w=80)
-    a = Tracker(eng, mem_min_score=0.0, threshold=0.0, mem_every=2)
-    b = Tracker(tiny, mem_min_score=0.0, threshold=0.0, mem_every=2)
+    a = Tracker(eng, mem_min_score=0.0, threshold=0.0, mem_every=2, policy="mask")
+    b = Tracker(tiny, mem_min_score=0.0, threshold=0.0, mem_every=2, policy="mask")
     assert a.static_memory and a.memory.slots == eng.memory_slots
     a.step(frames[0], mask=masks[0])
     b.step(frames[0], mask=masks[0])

@@ -28,8 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output needle pose TRANSFORM device (default NeedleToReference)")
     p.add_argument("--status-device", default="NeedleStatus",
                    help="output status STRING device (default NeedleStatus)")
+    p.add_argument("--auto", action="store_true",
+                   help="start without a prompt: look for the needle in the frames (reported unconfirmed until a "
+                        "person prompts); default: skip frames until a prompt arrives")
     p.add_argument("--wait-for-prompt", action="store_true",
-                   help="do not initialise automatically: skip frames until a prompt arrives")
+                   help="accepted for old scripts: waiting for a prompt is now the default")
     p.add_argument("--mask-value", type=int, default=255,
                    help="value of needle pixels in the output mask (default 255; 1 suits a Slicer label map)")
     p.add_argument("--header-version", type=int, choices=(1, 2), default=2,
@@ -153,7 +156,7 @@ def _serve(args, source) -> int:
     cfg = IgtlConfig(
         host=args.host, port=args.port, source=source, image_device=args.image_device,
         init_device=args.init_device, mask_device=args.mask_device, tip_device=args.tip_device,
-        pose_device=args.pose_device, status_device=args.status_device, auto_init=not args.wait_for_prompt,
+        pose_device=args.pose_device, status_device=args.status_device, auto_init=bool(args.auto) and not args.wait_for_prompt,  # waiting is the default
         mask_value=args.mask_value, header_version=args.header_version, send_to_source=args.send_to_source,
         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
         max_buffered_bytes=int(args.max_buffered_mb * 1024 * 1024), log_interval_s=args.log_interval,

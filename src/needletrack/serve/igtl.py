@@ -60,7 +60,7 @@ class IgtlConfig:
     tip_device: str = "NeedleTip"
     pose_device: str = "NeedleToReference"
     status_device: str = "NeedleStatus"
-    auto_init: bool = True  # no prompt yet: initialise automatically (else wait for a prompt)
+    auto_init: bool = False  # no prompt yet: wait for one (True: look for the needle, reported unconfirmed)
     mask_value: int = 255
     header_version: int = 2  # 2 carries metadata (visible, score, ...) on every output message
     send_to_source: bool = False
@@ -699,6 +699,7 @@ class IgtlService:
         meta = {
             "frame": str(self._frame_index),
             "visible": "true" if visible else "false",
+            "confirmed": "true" if bool(getattr(result, "confirmed", True)) else "false",
             "score": f"{score:.4f}",
             "angle_deg": "" if angle is None else f"{float(angle):.2f}",
             "tip_px": "" if tip is None else f"{float(tip[0]):.2f},{float(tip[1]):.2f}",

@@ -30,6 +30,8 @@ import numpy as np
 
 from needletrack.geometry import line_mask
 
+RIDGE_HALF = 0.5     # the ridge profile takes the maximum within RIDGE_HALF × tol of the line
+
 
 @dataclass
 class Segment:
@@ -135,7 +137,7 @@ def fit_segment(prob: np.ndarray, prior: Segment | None = None, threshold: float
     t0, t1 = float(t_in.min()) - max_gap, float(t_in.max()) + max_gap
     ts = np.arange(t0, t1 + 1.0, 1.0)
     nrm = np.array([-u[1], u[0]])
-    offs = np.arange(-math.ceil(tol), math.ceil(tol) + 1, 1.0)
+    offs = np.arange(-math.ceil(RIDGE_HALF * tol), math.ceil(RIDGE_HALF * tol) + 1, 1.0)
     X = c[0] + ts[:, None] * u[0] + offs[None, :] * nrm[0]
     Y = c[1] + ts[:, None] * u[1] + offs[None, :] * nrm[1]
     ridge = _sample(prob, X, Y).max(1)
