@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all test-slow venv clean
 
 # torch: the CPU build (PyTorch's CPU index, else a local CPU wheel pip is configured with; never CUDA
 # unless NEEDLETRACK_ALLOW_CUDA_TORCH=1), see scripts/install_torch.py.
@@ -29,12 +29,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/needletrack demo
 
-# the fast suite (under 5 minutes on 2 cores); test-all adds the tests marked slow (what CI runs)
+# the fast suite (under 5 minutes on 2 cores); test-slow runs the tests marked slow; CI runs both
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 clean:
 	rm -rf $(VENV) .pytest_cache
