@@ -118,7 +118,7 @@ def test_invisible_frames_have_empty_masks_and_needle_comes_back():
 def test_out_of_plane_episode():
     cfg = preset("clinical").replace(out_of_plane_prob=1.0, withdraw_prob=0.0, first_visible_prob=1.0)
     found = False
-    for seed in range(4):
+    for seed in range(8):
         frames = _run(40, size=96, seed=seed, preset=cfg, frame_step=3)
         for _, m, n in frames:
             if not n["in_plane"]:
@@ -128,8 +128,9 @@ def test_out_of_plane_episode():
 
 
 def test_first_frame_usually_shows_needle():
-    firsts = [_run(1, size=96, seed=s)[0][2]["visible"] for s in range(20)]
-    assert sum(firsts) >= 16
+    # first_visible_prob 0.92; 60 seeds so that the figure does not hang on a few seeds' draws
+    firsts = [_run(1, size=96, seed=s)[0][2]["visible"] for s in range(60)]
+    assert sum(firsts) >= 45
 
 
 def test_frame_step_and_motion():

@@ -70,7 +70,9 @@ def _bezier(p0, p1, p2, n=24):
     return ((1 - t) ** 2) * p0 + 2 * (1 - t) * t * p1 + (t ** 2) * p2
 
 
-def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
+def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm: float = 0.14) -> Anatomy:
+    """``atten_db_mm``: two-way tissue attenuation at the centre frequency (dB per mm of depth): what an anechoic
+    region does not attenuate shows as posterior enhancement below it."""
     Hc, Wc = shape
     mm = 1.0 / sp                                  # px per mm
     rows = np.arange(Hc, dtype=np.float32)[:, None]
@@ -78,7 +80,11 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
     spec = np.zeros(shape, np.float32)
     lines = np.zeros(shape, np.float32)            # thin bright reflectors, split between echo and spec
 
-    top = margin + (rng.uniform(0.0, 1.2) * mm if rng.random() < 0.3 else 0.0)   # gel stand-off
+    # gel or water stand-off: an anechoic layer between the probe face and the skin (thick pad or a thin film)
+    if rng.random() < getattr(cfg, "standoff_prob", 0.0):
+        top = margin + _u(rng, getattr(cfg, "standoff_mm", (2.0, 8.0))) * mm
+    else:
+        top = margin + (rng.uniform(0.0, 1.2) * mm if rng.random() < 0.3 else 0.0)
     skin = _u(rng, cfg.skin_mm) * mm
     fat_t = _u(rng, cfg.fat_frac) * depth_px
     gland_t = _u(rng, cfg.gland_frac) * depth_px
@@ -251,7 +257,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
     # tissue structure below the resolution of the anatomy above: echogenic strands (fibrous septa, fascicles)
     # over a darker matrix, elongated 2-4x along the local layering, which tilts by up to ~25 degrees; log-normal,
     # so a few bright strands and much dark tissue (positively skewed grey levels)
-    for cy_mm, cx_mm, amp in ((rng.uniform(0.25, 0.5), rng.uniform(0.7, 1.6), rng.uniform(0.5, 0.8)),
+    for cy_mm, cx_mm, amp in ((rng.uniform(0.15, 0.3), rng.uniform(0.5, 1.2), rng.uniform(0.5, 0.8)),
                               (rng.uniform(0.8, 2.0), rng.uniform(2.0, 5.0), rng.uniform(0.6, 1.0))):
         g = oriented_lowfreq(rng, shape, cy_mm * mm, cx_mm * mm, rng.uniform(-25, 25))
         g *= np.float32(amp)
@@ -260,10 +266,79 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float) -> Anatomy:
     # tissue, in two orientation families: the bright tail of every real frame's grey histogram
     for _ in range(2):
         g = oriented_lowfreq(rng, shape, rng.uniform(0.15, 0.3) * mm, rng.uniform(1.0, 4.0) * mm, rng.uniform(-20, 20))
-        thr = np.float32(rng.uniform(1.0, 1.5))
+        thr = np.float32(rng.uniform(1.2, 1.7))
         st = np.maximum(g - thr, 0)
         st *= np.clip(lowfreq(rng, shape, 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)   # in clusters
-        echo += np.float32(rng.uniform(20.0, 60.0)) * st * st * np.maximum(echo, np.float32(0.2))
+        echo += np.float32(rng.uniform(20.0, 60.0)) * st * st * echo
+    # anechoic fluid: vessels (round or oval, bright walls) and simple cysts (round, thin bright capsule).
+    # Fluid does not attenuate: below it the tissue is brighter (posterior enhancement, from the attenuation the
+    # beam did not suffer); the curved walls refract and leave thin edge shadows.
+    fluid = np.zeros(shape, np.uint8)
+    walls = np.zeros(shape, np.float32)
+    n_ves = _ui(rng, getattr(cfg, "vessels", (0, 2)))
+    n_cyst = int(rng.random() < getattr(cfg, "cyst_prob", 0.0))
+    edges = []
+    for kind in ["vessel"] * n_ves + ["cyst"] * n_cyst:
+        if kind == "vessel":
+            ax_ = rng.uniform(0.8, 3.5) * mm
+            ay_ = ax_ * rng.uniform(0.5, 1.0)
+            if rng.random() < 0.4:           # cut along its length: a long dark tube
+                ax_ *= rng.uniform(3.0, 8.0)
+        else:
+            ax_ = rng.uniform(1.5, 6.0) * mm
+            ay_ = ax_ * rng.uniform(0.6, 1.0)
+        cx_ = rng.uniform(0.05, 0.95) * Wc
+        i = int(np.clip(cx_, 0, Wc - 1))
+        cy_ = float(np.clip(rng.uniform(b_skin[i] + ay_ + mm, margin + 0.9 * depth_px), b_skin[i] + ay_, None))
+        ang_ = rng.uniform(-15, 15)
+        cv2.ellipse(fluid, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 0, 360, 1, -1, cv2.LINE_AA)
+        cv2.ellipse(walls, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 180, 360,
+                    float(rng.uniform(1.0, 4.0)), max(1, int(round(rng.uniform(0.15, 0.4) * mm))), cv2.LINE_AA)
+        cv2.ellipse(walls, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 0, 180,
+                    float(rng.uniform(0.5, 2.0)), max(1, int(round(rng.uniform(0.15, 0.4) * mm))), cv2.LINE_AA)
+        edges.append((cx_, cy_, ax_, ay_, ang_))
+    if fluid.any():
+        ff = cv2.GaussianBlur(fluid.astype(np.float32), (0, 0), max(0.2 * mm, 0.7))
+        echo *= 1 - ff * np.float32(0.997)
+        lines *= 1 - ff
+        lines += walls
+        # posterior enhancement: fluid path length (mm) along the beam x the tissue's two-way attenuation
+        path_mm = np.cumsum(ff, axis=0) * np.float32(sp)
+        enh = np.power(np.float32(10.0), np.minimum(path_mm * np.float32(atten_db_mm), 8.0) / np.float32(10.0))
+        enh = cv2.GaussianBlur(enh, (0, 0), max(0.5 * mm, 1.0))
+        echo *= np.where(ff > 0.5, np.float32(1.0), enh)
+        # edge shadows: refraction at the lateral walls, thin dark columns from the widest point down
+        for cx_, cy_, ax_, ay_, ang_ in edges:
+            if rng.random() < 0.6:
+                col = np.zeros(shape, np.float32)
+                for sx_ in (-1, 1):
+                    x_ = int(cx_ + sx_ * ax_ * math.cos(math.radians(ang_)))
+                    cv2.line(col, (x_, int(cy_)), (x_, Hc), 1.0, max(1, int(round(0.5 * mm))))
+                col = cv2.GaussianBlur(col, (0, 0), max(0.4 * mm, 1.0))
+                echo *= 1 - np.float32(rng.uniform(0.3, 0.7)) * np.clip(col * 2.0, 0, 1)
+    # vertical reverberation streaks: a strong near-field reflector (skin/gel interface, a calcification, a thin
+    # fascia) rings between itself and the probe; below it a narrow vertical streak of repeats, fading with depth
+    for _ in range(_ui(rng, getattr(cfg, "reverb_streaks", (0, 1)))):
+        x_ = rng.uniform(0.05, 0.95) * Wc
+        i = int(np.clip(x_, 0, Wc - 1))
+        z0 = float(b_skin[i] + rng.uniform(0.0, 6.0) * mm)
+        gap = rng.uniform(0.4, 1.2) * mm
+        fade = rng.uniform(3.0, 12.0) * mm
+        wdt = rng.uniform(0.4, 1.2) * mm
+        st = np.zeros(shape, np.float32)
+        a0 = float(rng.uniform(1.0, 4.0))
+        z = z0
+        while z < Hc and (z - z0) < 4 * fade:
+            cv2.line(st, (int(x_ - wdt / 2), int(z)), (int(x_ + wdt / 2), int(z)), a0 * math.exp(-(z - z0) / fade),
+                     max(1, int(round(0.2 * mm))), cv2.LINE_AA)
+            z += gap
+        lines += cv2.GaussianBlur(st, (0, 0), max(0.2 * mm, 0.6))
+    # shadowing: a strong specular reflector passes on less energy; everything below it along the beam is darker
+    # (transmission through each reflector, accumulated over depth; ribs and calcifications block almost all)
+    refl = np.clip(cv2.GaussianBlur(lines, (0, 0), max(0.6 * mm, 1.0)), 0, None)
+    trans = np.exp(-np.float32(getattr(cfg, "reflector_loss", 0.04) / max(mm, 1.0)) * np.cumsum(refl, axis=0))
+    echo *= trans
+    lines *= np.sqrt(trans)
     # specular interfaces are rough: their echo varies along them (texture, partial facing of the beam)
     lines *= np.exp(0.7 * oriented_lowfreq(rng, shape, 0.5 * mm, 1.5 * mm, 0.0) - 0.245)
     k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)

@@ -34,7 +34,7 @@ class SimConfig:
     f_number: Range = (1.5, 3.5)           # lateral resolution = lambda * F# at the focus
     focus_frac: Range = (0.25, 0.7)        # focal depth as a fraction of the imaging depth
     speckle_scale: Range = (0.6, 1.1)      # lateral resolution beyond lambda*F# (elevation, apodisation, display)
-    axial_scale: Range = (0.8, 1.2)        # axial resolution beyond the pulse length
+    axial_scale: Range = (0.6, 1.0)        # axial resolution beyond the pulse length
     scan_line_px: Range = (1.0, 1.5)       # spacing of the scan lines (display px), linear scan conversion between
     compound_looks: Range = (3, 7)         # spatial compounding: number of steered looks averaged (integer)
     persistence: Range = (0.15, 0.45)      # frame averaging: weight of the previous displayed frame
@@ -43,7 +43,7 @@ class SimConfig:
     atten_db_cm_mhz: Range = (0.5, 0.9)    # tissue attenuation
     tgc_compensation: Range = (0.55, 0.85)  # fraction of the attenuation the TGC gives back (about 3x darker at depth)
     tgc_ripple_db: Range = (0.0, 5.0)      # slider-shaped residual gain over depth
-    dynamic_range_db: Range = (45.0, 65.0)  # log compression to 8 bit
+    dynamic_range_db: Range = (40.0, 60.0)  # log compression to 8 bit
     gain_db: Range = (-6.0, 6.0)           # overall gain around a mid-grey tissue level
     noise_floor_db: Range = (-75.0, -60.0)  # electronic noise, relative to the tissue reference level
     # --- anatomy ------------------------------------------------------------------------------------
@@ -53,10 +53,16 @@ class SimConfig:
     muscle_prob: float = 0.75              # pectoral muscle visible at the bottom
     ligaments: Range = (1, 4)              # Cooper's ligaments (bright curved lines)
     distractor_lines: Range = (0, 1)       # extra straight bright lines (fascia, old tracks)
+    standoff_prob: float = 0.15            # gel/water stand-off pad between probe and skin
+    standoff_mm: Range = (2.0, 8.0)
+    vessels: Range = (0, 2)                # anechoic vessels (integer count)
+    cyst_prob: float = 0.3                 # a simple cyst (anechoic, posterior enhancement, edge shadows)
+    reverb_streaks: Range = (0, 1)         # vertical reverberation streaks under near-field reflectors (count)
+    reflector_loss: float = 0.04           # shadowing: transmission loss per unit of accumulated reflector echo per mm
     lesion_prob: float = 0.9
     lesion_mm: Range = (5.0, 16.0)
     real_background_prob: float = 1.0      # when backgrounds are given: share of sequences using one
-    real_speckle_mix: Range = (0.15, 0.35)  # synthetic speckle (matched to the image's grain) mixed into a real frame
+    real_speckle_mix: Range = (0.1, 0.25)   # synthetic speckle (matched to the image's grain) mixed into a real frame
     # --- needle ---------------------------------------------------------------------------------------
     gauge: Range = (16, 22)                # integer gauge, uniform
     angle_deg: Range = (3.0, 60.0)         # insertion angle to the skin

@@ -109,7 +109,8 @@ class SequenceSimulator:
         self.lut = bmode.grey_map(_u(rng, cfg.grey_curve), _u(rng, cfg.grey_floor))
         self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
-            anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px)
+            anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px,
+                          atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
             S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 1, line_px)
             # the second realization: the same field mirrored laterally (an uncorrelated pattern with the same
             # depth-dependent PSF, at half the cost of a second draw)
@@ -126,7 +127,7 @@ class SequenceSimulator:
             self.gain = att * tgc
             self.tgc = tgc
             self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
-            self.ref_grey = 155.0 + gain_db * 255.0 / self.dr
+            self.ref_grey = 170.0 + gain_db * 255.0 / self.dr
             self.source = "needletrack.sim (synthetic breast)"
             self.alpha = 0.0
         else:
@@ -137,14 +138,17 @@ class SequenceSimulator:
             sa = max(grain[1] / 2.355, 0.6)
             sl = max(grain[0] / 2.355, 0.8)
             psf_img = bmode.PSF(sa, sl, psf.focus_px / f_img, 1e9, psf.freq_mhz)
-            S = bmode.speckle_intensity(rng, img.shape, psf_img, 0, 1, 1, 1.0)
+            # compounded like the scanner's own speckle (the real image's grain is already compounded)
+            S = bmode.speckle_intensity(rng, img.shape, psf_img, 0, looks, 1, 1.0)
             S.append(np.ascontiguousarray(S[0][:, ::-1]))
             psf.sigma_ax_px = float(np.clip(sa * f_img, 0.7, 4.0))
             psf.sigma_lat_focus_px = float(np.clip(sl * f_img, 1.0, 12.0))
             dr0 = 50.0
             log_lr = img.astype(np.float32) * np.float32(dr0 / 255.0 * math.log(10.0) / 10.0)
             lin = np.exp(log_lr)
-            log_ls = np.log(cv2.GaussianBlur(lin, (0, 0), max(sl * 1.5, 2.0)) + 1e-6)
+            # the local echo level under the synthetic speckle: a blur of the log image (a blur of the linear image
+            # would brighten it: the mean of the intensity lies above its geometric mean)
+            log_ls = cv2.GaussianBlur(log_lr, (0, 0), max(sl * 1.5, 2.0))
             self.alpha = al = np.float32(_u(rng, cfg.real_speckle_mix))
             self.fields = []
             for Sk in S:
@@ -425,7 +429,10 @@ class SequenceSimulator:
         if probe.kind == "linear":
             offx, offy = probe.x0 - probe.margin, probe.y0 - probe.margin
             M = np.array([[ca * q, -sa * q, (ox - offx) * q], [sa * q, ca * q, (oy - offy) * q]], np.float32)
-            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            # over a real background the scanner's own speckle is resampled: bicubic keeps its grain (bilinear
+            # at sub-pixel offsets low-passes it: a blurred, less skewed image)
+            interp = cv2.INTER_CUBIC if self.real else cv2.INTER_LINEAR
+            flags = interp | cv2.WARP_INVERSE_MAP
             tissue = cv2.warpAffine(src, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
             if roi is not None:
                 ya, yb, xa, xb = roi
@@ -436,7 +443,7 @@ class SequenceSimulator:
                 if q != 1.0:
                     mx *= np.float32(q)
                     my *= np.float32(q)
-                tissue[ya:yb, xa:xb] = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                tissue[ya:yb, xa:xb] = cv2.remap(src, mx, my, interp, borderMode=cv2.BORDER_REFLECT)
         else:
             wx = ca * X - sa * Y + np.float32(ox)
             wy = sa * X + ca * Y + np.float32(oy)
