@@ -39,7 +39,7 @@ def _check_outputs(out, n, mask_names):
         assert m.shape == (H, W) and m.dtype == np.uint8 and set(np.unique(m)) <= {0, 255}
     rows = list(csv.reader((out / "needle.csv").open()))
     assert rows[0] == ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg",
-                       "confirmed"]
+                       "confirmed", "tip_x_mm", "tip_y_mm", "tail_x_mm", "tail_y_mm", "length_mm", "depth_mm"]
     assert [int(r[0]) for r in rows[1:]] == list(range(n))
     assert rows[1][2] == "1" and float(rows[1][4]) > float(rows[1][6])      # prompt frame: visible, tip right
     s = json.loads((out / "summary.json").read_text())
@@ -152,3 +152,30 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, model_path
     assert rc == 130
     assert not out.exists()          # nothing at all: no masks/, needle.csv, overlay.mp4, summary.json, partials,
                                      # and not the (empty) folder this first run created (issue 14 R6)
+
+
+def test_needle_csv_in_mm_where_the_spacing_is_known(tmp_path, model_path, first_mask):
+    """An image folder with meta.json pixel spacing: tip/tail, length and depth in mm, and the spacing and its
+    source in summary.json; the first (prompt) row is checked against the px columns."""
+    import json as _json
+
+    from needletrack.cli import main
+
+    src = tmp_path / "seq"                 # the data set folder layout: seq/frames/*.png + seq/meta.json
+    (src / "frames").mkdir(parents=True)
+    f0 = cv2.imread(str(first_mask), cv2.IMREAD_GRAYSCALE)
+    for i in range(4):
+        cv2.imwrite(str(src / "frames" / f"{i:05d}.png"), np.clip(f0.astype(int) // 2 + 40 + i, 0, 255).astype(np.uint8))
+    (src / "meta.json").write_text(_json.dumps({"fps": 10, "pixel_spacing_mm": [0.2, 0.1]}))
+    out = tmp_path / "out"
+    assert main(["track", str(src), "--out", str(out), "--first-mask", str(first_mask), "--model", str(model_path),
+                 "--no-overlay"]) == 0
+    rows = list(csv.DictReader((out / "needle.csv").open()))
+    r = rows[0]
+    assert float(r["tip_x_mm"]) == pytest.approx(float(r["tip_x"]) * 0.1, abs=2e-3)
+    assert float(r["tip_y_mm"]) == pytest.approx(float(r["tip_y"]) * 0.2, abs=2e-3)
+    length = np.hypot((float(r["tip_x"]) - float(r["tail_x"])) * 0.1, (float(r["tip_y"]) - float(r["tail_y"])) * 0.2)
+    assert float(r["length_mm"]) == pytest.approx(length, abs=2e-3) and r["depth_mm"] == r["tip_y_mm"]
+    s = _json.loads((out / "summary.json").read_text())
+    assert s["pixel_spacing_mm"] == [0.2, 0.1] and "meta.json" in s["pixel_spacing_source"]
+    assert s["confirmed"] is True

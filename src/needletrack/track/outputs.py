@@ -1,7 +1,8 @@
 """The `track` command's output folder, written so that an interrupted run leaves nothing that looks complete.
 
     DIR/masks/<name>.png   0/255, input frame size (named like the input frames for folders, else 00000.png…)
-    DIR/needle.csv         frame,time_s,visible,score,tip_x,tip_y,tail_x,tail_y,angle_deg
+    DIR/needle.csv         CSV_HEADER: frame,time_s,visible,score,tip/tail px,angle_deg,confirmed, and in mm
+                           where the pixel spacing is known (tip/tail, length in view, tip depth)
     DIR/overlay.mp4        H.264: mask tint, shaft, tip, predicted path, frame number
     DIR/summary.json       written last
 
@@ -71,7 +72,9 @@ def remove_stale_partials(folder) -> list[str]:
 
 
 class TrackOutputs:
-    def __init__(self, out_dir, fps: float | None = None, overlay: bool = True, masks: bool = True):
+    def __init__(self, out_dir, fps: float | None = None, overlay: bool = True, masks: bool = True,
+                 spacing_mm=None):
+        self.spacing_mm = spacing_mm
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             from needletrack.errors import InputError
@@ -105,7 +108,7 @@ class TrackOutputs:
 
         if time_s is None and self.fps:
             time_s = result.frame_index / self.fps
-        self._csv.writerow(result.csv_row(time_s))
+        self._csv.writerow(result.csv_row(time_s, self.spacing_mm))
         if self._masks_tmp is not None:
             stem = Path(name).stem if name else f"{result.frame_index:05d}"
             fname = f"{stem}.png"

@@ -72,7 +72,8 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
         if max_frames is not None:
             total = min(total, max_frames) if total else max_frames
         tracker.reset()
-        outs = TrackOutputs(out_dir, fps=cine.fps, overlay=overlay, masks=masks)
+        spacing = getattr(cine, "pixel_spacing_mm", None)
+        outs = TrackOutputs(out_dir, fps=cine.fps, overlay=overlay, masks=masks, spacing_mm=spacing)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -126,6 +127,9 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
                 "model_input_size": list(tracker.input_hw),
                 "prompt": "mask" if first_mask is not None else ("line" if first_line is not None else "auto"),
                 "first_found_frame": first_found,
+                "confirmed": bool(getattr(tracker, "confirmed", True)),
+                "pixel_spacing_mm": None if spacing is None else [float(v) for v in spacing],
+                "pixel_spacing_source": spacing_source(cine) if spacing is not None else None,
                 "visible_frames": visible,
                 "mean_score_visible": float(np.mean(scores)) if scores else None,
                 "ms_per_frame_mean": float(steady.mean()),
@@ -150,6 +154,22 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
             if bar is not None:
                 bar.close()
     return summary
+
+
+SPACING_SOURCES = {"dicom": "DICOM header (ultrasound region calibration or pixel spacing)",
+                   "folder": "meta.json pixel_spacing_mm", "mha": "MetaImage ElementSpacing"}
+
+
+def spacing_source(cine) -> str:
+    """Where a cine's pixel spacing came from (the reader's own word where it gives one)."""
+    own = getattr(cine, "pixel_spacing_source", None)
+    if own:
+        return str(own)
+    fmt = str(getattr(cine, "format", "") or "").lower()
+    for key, text in SPACING_SOURCES.items():
+        if key in fmt:
+            return text
+    return fmt or "input"
 
 
 def format_summary(summary: dict, out_dir) -> str:

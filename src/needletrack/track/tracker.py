@@ -47,16 +47,27 @@ class TrackResult:
     confirmed: bool = True                 # False while an auto-found needle has not been prompted by a person
     segment_score: float | None = None     # policy "segment": ridge contrast of the fitted segment
 
-    def csv_row(self, time_s: float | None = None) -> list:
+    def csv_row(self, time_s: float | None = None, spacing_mm=None) -> list:
+        """One needle.csv row (CSV_HEADER). ``spacing_mm``: [row_mm, col_mm] when known; the mm columns stay
+        empty otherwise. Tip and tail in mm are measured from the image's top-left corner; ``length_mm`` is the
+        needle length in view (tail to tip) and ``depth_mm`` the tip's depth below the top of the image (the
+        probe face for a linear probe)."""
         def f(v, nd=2):
             return "" if v is None else f"{v:.{nd}f}"
         tip, tail = self.tip, self.tail
+        mm = ["", "", "", "", "", ""]
+        if spacing_mm is not None and tip is not None and tail is not None:
+            sy, sx = float(spacing_mm[0]), float(spacing_mm[1])
+            length = math.hypot((tip[0] - tail[0]) * sx, (tip[1] - tail[1]) * sy)
+            mm = [f(tip[0] * sx, 3), f(tip[1] * sy, 3), f(tail[0] * sx, 3), f(tail[1] * sy, 3), f(length, 3),
+                  f(tip[1] * sy, 3)]
         return [self.frame_index, f(time_s, 4), int(self.visible), f"{self.score:.4f}",
                 f(tip and tip[0]), f(tip and tip[1]), f(tail and tail[0]), f(tail and tail[1]), f(self.angle_deg),
-                int(self.confirmed)]
+                int(self.confirmed), *mm]
 
 
-CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "confirmed"]
+CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "confirmed",
+              "tip_x_mm", "tip_y_mm", "tail_x_mm", "tail_y_mm", "length_mm", "depth_mm"]
 POLICIES = ("segment", "mask")
 
 
