@@ -54,7 +54,11 @@ def make_data(sim_commit: str | None, path: str) -> None:
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
+    from needletrack.data.splits import shared_data_dir
+
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    if shared_data_dir() is not None:        # a worktree elsewhere would not find ../shared/data by itself
+        env["NEEDLETRACK_SHARED_DATA"] = str(shared_data_dir())
     wt = None
     try:
         if sim_commit:

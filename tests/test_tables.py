@@ -58,7 +58,7 @@ def test_rows_of_each_table(micro):
     assert labels[2] == ["5×5", "7×7", "9×9", "11×11"]
     assert labels[3] == ["STCN", "STCN+C&T", "STCN+C&T+FR"]
     assert labels[4] == ["PSPNet", "FCN32", "UNet", "SegNet", "VGG16+UNet", "ResNet50+FCN32", "STCN", "STNAN",
-                         T.DETECTOR_LABEL]
+                         T.DETECTOR_LABEL, T.FLOW_LABEL]
 
 
 def test_shared_rows_have_one_key(micro):
@@ -301,3 +301,23 @@ def test_training_config_paths_resolve_against_the_repo(micro):
     # the cache key hashes the config as written (relative), so it does not depend on the checkout's path
     assert row.key == T.table_rows(4, quick)[2].key
     assert T.resolve_paths({"val": {"backgrounds": None}})["val"]["backgrounds"] is None
+
+
+def test_flow_row_needs_no_training_and_follows_a_moving_line():
+    """Table 4's optical-flow row: the first mask carried by Farneback flow, scored like every row."""
+    rng = np.random.default_rng(0)
+    import cv2
+
+    tex = cv2.GaussianBlur(rng.uniform(0, 255, (120, 180)).astype(np.float32), (0, 0), 1.5)
+    frames, masks = [], []
+    for t in range(6):
+        f = np.clip(tex[:, t:t + 160] * 0.7, 0, 255).astype(np.uint8)
+        m = np.zeros((120, 160), bool)
+        m[50:54, 20 - t:100 - t] = True
+        f[m] = 240
+        frames.append(f)
+        masks.append(m)
+    row = T.Row(T.FLOW_LABEL, "flow").finalise({})
+    assert row.key.startswith("flow-")
+    res, _ = T.evaluate_row(row, None, [{"name": "s", "frames": frames, "masks": masks, "meta": {}}], [], {})
+    assert res["iou"] > 0.6 and res["frames"] == 5 and res["params"] == 0

@@ -36,12 +36,13 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from needletrack.eval.peers import FlowPropagator
 from needletrack.errors import InputError, NeedletrackError
 from needletrack.resources import data_path, source_root
 from needletrack.utils import atomic_path, write_json_atomic, write_text_atomic
@@ -64,7 +65,8 @@ T2_WINDOWS = [5, 7, 9, 11]
 CHOSEN_DEPTHS = (3, 3, 16, 3)
 CHOSEN_WINDOW = 9
 DETECTOR_LABEL = "Detector (training-free)"
-EVAL_VERSION = 3  # 3: the harness's frozen test sets; bump when evaluate_row changes what it measures (invalidates cached results)
+FLOW_LABEL = "Optical flow"
+EVAL_VERSION = 4  # 3: the harness's frozen test sets; 4: tracker v2 (segment policy) and the optical-flow row; bump when evaluate_row changes what it measures (invalidates cached results)
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -122,7 +124,7 @@ def load_paper(path: str | os.PathLike | None = None) -> dict:
 @dataclass
 class Row:
     label: str                  # as printed (and as keyed in paper.yaml)
-    kind: str                   # "model" | "detector"
+    kind: str                   # "model" | "detector" | "flow"
     model_cfg: object = None    # ModelConfig for kind == "model"
     key: str = ""               # cache key (set by finalise)
     note: str = ""
@@ -130,6 +132,8 @@ class Row:
     def finalise(self, train_cfg: dict) -> "Row":
         if self.kind == "detector":
             self.key = "detector-" + _hash({"detector": "autoinit.detect_needle"})
+        elif self.kind == "flow":
+            self.key = "flow-" + _hash({"flow": "eval.peers.FlowPropagator", "params": FlowPropagator().params})
         else:
             d = self.model_cfg.to_dict()
             d.pop("name", None)
@@ -179,7 +183,8 @@ def table_rows(table: int, scale_cfg: dict) -> list[Row]:
         rows = [Row(DISPLAY_NAMES[a], "model", row_config(scale_cfg, a)) for a in BASELINE_ARCHS]
         rows += [Row("STCN", "model", row_config(scale_cfg, "stcn")),
                  Row("STNAN", "model", row_config(scale_cfg, chosen)),
-                 Row(DETECTOR_LABEL, "detector", note="no training; each frame alone, no first-frame mask")]
+                 Row(DETECTOR_LABEL, "detector", note="no training; each frame alone, no first-frame mask"),
+                 Row(FLOW_LABEL, "flow", note="no training; the first mask carried forward by Farneback optical flow")]
     else:
         raise NeedletrackError(f"--table must be 1, 2, 3 or 4, got {table}")
     tcfg = train_config(scale_cfg, None)
@@ -362,7 +367,17 @@ def evaluate_row(row: Row, weights: Path | None, seqs: list[dict], hard: list[tu
         meta = s["meta"]
         acc = MetricAccumulator(pixel_spacing_mm=parse_spacing(meta.get("pixel_spacing_mm")),
                                 entry_side=meta.get("entry_side"))
-        if row.kind == "detector":
+        if row.kind == "flow":
+            prop = FlowPropagator()
+            prop.step(s["frames"][0], s["masks"][0])
+            for fi in range(1, len(s["frames"])):
+                t0 = time.perf_counter()
+                pred = prop.step(s["frames"][fi])
+                step_times.append(time.perf_counter() - t0)
+                acc.update(pred, s["masks"][fi])
+                if (si, fi) in hard_set:
+                    hard_masks[(si, fi)] = pred
+        elif row.kind == "detector":
             from needletrack.track.autoinit import detect_needle
 
             for fi in range(1, len(s["frames"])):
