@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from needletrack.geometry import line_mask
 from needletrack.track.segment import fit_segment, segment_mask
@@ -70,3 +71,18 @@ def test_fit_is_fast_on_large_frames():
     ms = (time.perf_counter() - t0) / 5 * 1000
     assert s is not None and abs(s.length - np.hypot(600, 400)) < 30
     assert ms < 40        # generous on a busy 2-core machine; typically 3-6 ms
+
+
+def test_motion_prior_carries_the_segment_with_the_image():
+    import cv2
+
+    from needletrack.track.segment import MotionPrior, Segment
+
+    rng = np.random.default_rng(3)
+    tex = cv2.GaussianBlur(rng.uniform(0, 1, (300, 300)).astype(np.float32), (0, 0), 2.0)
+    a, b = tex[20:276, 20:276], tex[17:273, 15:271]          # content moves right 5 px and down 3 px
+    seg = Segment((40.0, 60.0), (200.0, 150.0), 4.0, 0.9, 0.8, 180.0)
+    mp = MotionPrior()
+    assert mp.carry(a, None) is None
+    moved = mp.carry(b, seg)
+    assert moved.p0[0] - seg.p0[0] == pytest.approx(5, abs=0.7) and moved.p0[1] - seg.p0[1] == pytest.approx(3, abs=0.7)

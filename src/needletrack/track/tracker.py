@@ -25,7 +25,7 @@ from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
 from needletrack.track.memory import MemoryStore
-from needletrack.track.segment import Segment, fit_segment, segment_mask
+from needletrack.track.segment import MotionPrior, Segment, fit_segment, segment_mask
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Tracker:
                  line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0,
                  policy: str = "segment", min_contrast: float = 0.25, min_length_frac: float = 0.03,
                  reacquire_frames: int = 3, max_turn_deg: float = 12.0, low_frac: float = 0.5,
-                 mask_rule: str = "union", segment_min_score: float = 0.75):
+                 mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
         self.policy = policy
@@ -92,6 +92,7 @@ class Tracker:
         # the segment policy's score is the ridge (the best pixel across the line), higher than v1's mean over
         # the mask, so it has its own floor: 0.75, chosen on the harness's validation sets (docs/tracker.md)
         self.segment_min_score = float(segment_min_score)
+        self.motion_prior = bool(motion_prior)
         self.mask_rule = mask_rule
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
                 and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
@@ -151,6 +152,7 @@ class Tracker:
         self._pending = 0               # consecutive frames with a segment inconsistent with the last one
         self._consistent = False        # this frame's segment agrees with the last accepted one
         self._confirmer = None          # auto start: the same confident line over several frames
+        self._motion = MotionPrior()    # carries the last segment with the tissue's frame-to-frame motion
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -290,8 +292,10 @@ class Tracker:
             score = float(prob[mask].mean()) if visible else 0.0
             if self.policy == "segment" and visible:
                 self._last_seg = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
+                if self.motion_prior:
+                    self._motion.carry(img, None)      # keep the prompt frame for the next frame's motion
         elif self.policy == "segment" and source != "search":
-            mask, score, visible, seg = self._segment_decision(prob)
+            mask, score, visible, seg = self._segment_decision(prob, img)
         else:
             mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
         area = int(mask.sum()) if visible else 0
@@ -325,7 +329,7 @@ class Tracker:
                            source=source, memory_frames=self.memory.frames, confirmed=self.confirmed,
                            segment_score=seg.contrast if seg is not None else None)
 
-    def _segment_decision(self, prob: np.ndarray):
+    def _segment_decision(self, prob: np.ndarray, img: np.ndarray | None = None):
         """Policy "segment" (tracker v2, DESIGN §6): fit the needle segment with the last accepted one as prior,
         decide presence from its length, ridge score and contrast, and keep it consistent over time.
 
@@ -339,8 +343,10 @@ class Tracker:
           needle holds still the dim distal part found by hysteresis stays in, so the mask does not shrink."""
         h, w = prob.shape
         diag = math.hypot(h, w)
-        seg = fit_segment_scaled(prob, self._last_seg, self.threshold, self.low_frac * self.threshold,
-                                 self.max_turn_deg)
+        prior = self._last_seg
+        if self.motion_prior and img is not None:
+            prior = self._motion.carry(img, prior)
+        seg = fit_segment_scaled(prob, prior, self.threshold, self.low_frac * self.threshold, self.max_turn_deg)
         self._consistent = False
         empty = np.zeros((h, w), bool)
         if seg is None or seg.length < self.min_length_frac * diag \
