@@ -45,11 +45,19 @@ def oriented_lowfreq(rng, shape, cell_y: float, cell_x: float, angle_deg: float)
     H, W = shape
     if abs(angle_deg) < 1.0:
         return lowfreq(rng, shape, cell_y, cell_x)
-    n = int(math.ceil(math.hypot(H, W))) + 2
-    g = lowfreq(rng, (n, n), cell_y, cell_x)
-    M = cv2.getRotationMatrix2D((n / 2.0, n / 2.0), float(angle_deg), 1.0)
-    M[:, 2] -= [(n - W) / 2.0, (n - H) / 2.0]
-    return cv2.warpAffine(g, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    # knots on a grid in the turned frame, interpolated (bicubic) straight onto the canvas: one remap, no
+    # oversized intermediate field
+    t = math.radians(angle_deg)
+    c, s = math.cos(t), math.sin(t)
+    eu = (W * abs(c) + H * abs(s)) / 2.0
+    ev = (W * abs(s) + H * abs(c)) / 2.0
+    cx, cy = max(cell_x, 1.0), max(cell_y, 1.0)
+    g = rng.standard_normal((int(2 * ev / cy) + 5, int(2 * eu / cx) + 5)).astype(np.float32)
+    xs = (np.arange(W, dtype=np.float32) - np.float32(W / 2.0))[None, :]
+    ys = (np.arange(H, dtype=np.float32) - np.float32(H / 2.0))[:, None]
+    mx = (np.float32(c) * xs + np.float32(s) * ys + np.float32(eu)) * np.float32(1.0 / cx) + np.float32(1.5)
+    my = (np.float32(-s) * xs + np.float32(c) * ys + np.float32(ev)) * np.float32(1.0 / cy) + np.float32(1.5)
+    return cv2.remap(g, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
 def _curve(rng, n, base, amp, knot_px):
@@ -140,6 +148,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
             pts2 = pts.copy()
             pts2[:, 1] = int(top + k * skin * 1.1)
             cv2.polylines(lines, [pts2], False, float(0.3 / k), 1, cv2.LINE_AA)
+    thin = np.zeros(shape, np.float32)             # drawn bands, softened once (ligaments, interfaces, streaks)
     # Cooper's ligaments: a few bright curved bands from the gland surface up towards the skin, thick (0.3-0.8 mm),
     # broken into clumps along their length (specular only where the band faces the beam)
     for _ in range(_ui(rng, cfg.ligaments)):
@@ -162,7 +171,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
                 f = abs(t[0]) / max(math.hypot(t[0], t[1]), 1e-6)
                 cv2.line(seg, tuple(c[k].astype(int)), tuple(c[k + 1].astype(int)), bright * (0.25 + 0.75 * f * f), th,
                          cv2.LINE_AA)
-        lines += cv2.GaussianBlur(seg, (0, 0), max(0.15 * mm, 0.6))
+        thin += seg
     # layered interfaces: short bright wavy segments roughly along the layers (connective tissue planes)
     for _ in range(_ui(rng, (2, 6))):
         L = rng.uniform(4, 15) * mm
@@ -177,7 +186,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
         th = max(1, int(round(rng.uniform(0.2, 0.6) * mm)))
         for k in range(n - 1):
             cv2.line(seg, (int(xs[k]), int(ys[k])), (int(xs[k + 1]), int(ys[k + 1])), float(amp[k]), th, cv2.LINE_AA)
-        lines += cv2.GaussianBlur(seg, (0, 0), max(0.15 * mm, 0.6))
+        thin += seg
     # gland surface echo (anterior mammary fascia), partial
     gf = np.stack([np.arange(Wc), b_fat], 1).astype(np.int32)
     cv2.polylines(lines, [gf], False, float(rng.uniform(0.5, 2.0)), max(1, int(round(0.2 * mm))), cv2.LINE_AA)
@@ -301,6 +310,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
         ff = cv2.GaussianBlur(fluid.astype(np.float32), (0, 0), max(0.2 * mm, 0.7))
         echo *= 1 - ff * np.float32(0.997)
         lines *= 1 - ff
+        thin *= 1 - ff
         lines += walls
         # posterior enhancement: fluid path length (mm) along the beam x the tissue's two-way attenuation
         path_mm = np.cumsum(ff, axis=0) * np.float32(sp)
@@ -332,7 +342,8 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
             cv2.line(st, (int(x_ - wdt / 2), int(z)), (int(x_ + wdt / 2), int(z)), a0 * math.exp(-(z - z0) / fade),
                      max(1, int(round(0.2 * mm))), cv2.LINE_AA)
             z += gap
-        lines += cv2.GaussianBlur(st, (0, 0), max(0.2 * mm, 0.6))
+        thin += st
+    lines += cv2.GaussianBlur(thin, (0, 0), max(0.15 * mm, 0.6))
     # shadowing: a strong specular reflector passes on less energy; everything below it along the beam is darker
     # (transmission through each reflector, accumulated over depth; ribs and calcifications block almost all)
     refl = np.clip(cv2.GaussianBlur(lines, (0, 0), max(0.6 * mm, 1.0)), 0, None)
