@@ -105,6 +105,33 @@ def build_sets(root: Path, plan: dict, log=print) -> Path:
     return d
 
 
+def build_sets_at(commit: str, root: Path, plan: dict, log=print) -> Path:
+    """:func:`build_sets` with the simulator (and splits) of ``commit``, from a temporary git worktree in a
+    subprocess: to score today's tracker on the frames an older simulator made (e.g. the one the shipped model
+    was trained on)."""
+    from needletrack.data.splits import shared_data_dir
+
+    wt = Path(tempfile.mkdtemp(prefix="nt-harness-sim-"))
+    try:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(wt), commit], check=True,
+                       capture_output=True)
+        env = dict(os.environ, PYTHONPATH=str(wt / "src"), OMP_NUM_THREADS="1")
+        if shared_data_dir() is not None:
+            env["NEEDLETRACK_SHARED_DATA"] = str(shared_data_dir())
+        code = ("import sys, json; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import eval_tracking as E; "
+                "print(E.build_sets(Path(sys.argv[2]), json.loads(sys.argv[3]), log=lambda *a: None))")
+        p = subprocess.run([sys.executable, "-c", code, str(REPO / "benchmarks"), str(root), json.dumps(plan)],
+                           env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"building the sets at {commit} failed:\n{p.stderr[-2000:]}")
+        d = Path(p.stdout.strip().splitlines()[-1])
+        log(f"sets of the simulator at {commit}: {d}")
+        return d
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(wt)], capture_output=True)
+        shutil.rmtree(wt, ignore_errors=True)
+
+
 def read_set(folder: Path):
     from needletrack.data.folder import list_sequences, read_sequence
 
@@ -259,7 +286,7 @@ def to_markdown(report: dict) -> str:
     ]
     labels = list(report["runs"])
     out = [f"Command: `{report['command']}` — {report['when']}, {report['machine']}, {report['wall_s']:.0f} s. "
-           f"Sets: {report['sets_note']} Simulator source hash {report.get('simulator', '?')}.", "",
+           f"Sets: {report['sets_note']} Simulator: {report.get('simulator', '?')}.", "",
            "| figure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, (a, b) in rows:
         vals = []
@@ -300,6 +327,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-flow", action="store_true", help="skip the optical-flow peer")
     ap.add_argument("--quick", action="store_true", help="small sets (< 3 min)")
     ap.add_argument("--cache", default=str(REPO / "runs" / "harness"))
+    ap.add_argument("--sets-dir", default=None,
+                    help="score on sets built earlier (a runs/harness/sets-* folder), e.g. by an older simulator")
+    ap.add_argument("--sim-commit", default=None,
+                    help="build the sets with this commit's simulator (a git worktree), e.g. the one the model was "
+                         "trained on")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
     from needletrack.utils import write_json_atomic, write_text_atomic
@@ -307,10 +339,20 @@ def main(argv=None) -> int:
     t0 = time.time()
     plan = QUICK if args.quick else FULL
     configs = [parse_config(c, args.engine) for c in (args.config or ["tree::default"])]
-    sets_dir = build_sets(Path(args.cache), plan)
+    if args.sets_dir:
+        sets_dir = Path(args.sets_dir)
+        if not (sets_dir / "DONE").exists():
+            raise SystemExit(f"--sets-dir {sets_dir} holds no finished harness sets")
+        plan = json.loads((sets_dir / "DONE").read_text())
+    elif args.sim_commit:
+        sets_dir = build_sets_at(args.sim_commit, Path(args.cache), plan)
+    else:
+        sets_dir = build_sets(Path(args.cache), plan)
     report = {"command": "python benchmarks/eval_tracking.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "when": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores, 1 thread per run",
-              "harness_version": HARNESS_VERSION, "plan": plan, "runs": {}, "simulator": simulator_hash(),
+              "harness_version": HARNESS_VERSION, "plan": plan, "runs": {},
+              "simulator": (f"commit {args.sim_commit}" if args.sim_commit else
+                            f"the sets in {args.sets_dir}" if args.sets_dir else simulator_hash()),
               "sets_note": f"clinical/hard = test/clinical-ep, test/hard-ep at {plan['size']} px, "
                            f"{plan['needle'][0]}×{plan['needle'][1]} frames; still {plan['still'][0]}×{plan['still'][1]}; "
                            f"negatives {plan['negatives'][0]}×{plan['negatives'][1]}; real stills "
