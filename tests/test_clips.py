@@ -132,3 +132,31 @@ def test_sim_clips():
     assert c.info["seed"] >= 2 ** 31 and c.info["gap"] in (5, 6)
     c2 = src.sample(np.random.default_rng(0), (256, 256), 5)
     assert np.array_equal(c.frames, c2.frames)
+
+
+def test_sim_negatives_and_episodes():
+    import numpy as np
+
+    from needletrack.data.clips import SimClips
+
+    src = SimClips(presets=["hard"], absent_prob=1.0, gap=(1, 2))
+    c = src.sample(np.random.default_rng(0), (64, 64), 5)
+    assert c.masks.shape == (5, 64, 64) and not c.masks.any() and c.info["needle"] == "absent"
+    ep = SimClips(presets=["clinical"], episode_prob=1.0, gap=(1, 2)).sample(np.random.default_rng(1), (64, 64), 5)
+    assert ep.info["episode"] and ep.info["needle"] == "moving"
+
+
+def test_real_negative_clips(backgrounds_dir):
+    import numpy as np
+
+    from needletrack.data.clips import build_source
+
+    spec, why = build_source({"kind": "negatives", "weight": 0.2, "liver_prob": 0.5})
+    assert spec is not None, why
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(6):
+        c = spec.source.sample(rng, (48, 64), 4)
+        assert c.frames.shape == (4, 48, 64) and c.frames.dtype == np.uint8 and not c.masks.any()
+        kinds.add(c.info["source"])
+    assert kinds <= {"liver_sweep", "still"} and kinds

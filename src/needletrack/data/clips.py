@@ -232,9 +232,16 @@ class SimClips:
     kind = "sim"
 
     def __init__(self, presets: dict[str, float] | list[str] | None = None, backgrounds: str | os.PathLike | None = None,
-                 background_prob: float = 0.5, gap=(5, 10)):
+                 background_prob: float = 0.5, gap=(5, 10), episode_prob: float = 0.0, absent_prob: float = 0.0):
         from needletrack import sim  # noqa: F401  (fail early if the simulator is missing)
 
+        # episode_prob: share of clips whose preset has withdrawal and out-of-plane episodes forced on (the needle
+        # leaves and comes back within the clip more often); absent_prob: share of needle-free clips (the needle
+        # never enters: empty masks), the negatives that teach the model to report nothing
+        if not (0.0 <= episode_prob <= 1.0 and 0.0 <= absent_prob <= 1.0):
+            raise ValueError("episode_prob and absent_prob must be in [0, 1]")
+        self.episode_prob = float(episode_prob)
+        self.absent_prob = float(absent_prob)
         if presets is None:
             presets = {"clinical": 1.0}
         if isinstance(presets, (list, tuple)):
@@ -263,21 +270,70 @@ class SimClips:
     def sample(self, rng: np.random.Generator, size, n_frames: int) -> Clip:
         from needletrack.sim import simulate_sequence
 
+        from needletrack.sim import preset as sim_preset
+
         preset = self.preset_names[int(rng.choice(len(self.preset_names), p=self.preset_p))]
         seed = TRAIN_SIM_SEED_BASE + int(rng.integers(0, 2 ** 31))
         gap = int(rng.integers(self.gap[0], self.gap[1] + 1))
         bg = self._bg() if rng.random() < self.background_prob else None
         sz = size[0] if size[0] == size[1] else tuple(size)
+        needle = "absent" if rng.random() < self.absent_prob else "moving"
+        cfg = sim_preset(preset)
+        episode = needle == "moving" and rng.random() < self.episode_prob
+        if episode:
+            cfg = cfg.replace(withdraw_prob=1.0, out_of_plane_prob=1.0)
         frames, masks = [], []
-        for frame, mask, _needle in simulate_sequence(n_frames=n_frames, size=sz, preset=preset, seed=seed,
-                                                      backgrounds=bg, frame_step=gap):
+        for frame, mask, _needle in simulate_sequence(n_frames=n_frames, size=sz, preset=cfg, seed=seed,
+                                                      backgrounds=bg, frame_step=gap, needle=needle):
             frames.append(frame)
             masks.append(mask)
         f, m = np.stack(frames), np.stack(masks).astype(bool)
         if f.shape[1:] != tuple(size):
             f = np.stack([cv2.resize(x, size[::-1], interpolation=cv2.INTER_AREA) for x in f])
             m = np.stack([cv2.resize(x.astype(np.float32), size[::-1]) >= 0.5 for x in m])
-        return Clip(f, m, self.kind, {"preset": preset, "seed": seed, "gap": gap, "background": bg is not None})
+        return Clip(f, m, self.kind, {"preset": preset, "seed": seed, "gap": gap, "background": bg is not None,
+                                      "needle": needle, "episode": episode})
+
+
+class RealNegativeClips:
+    """Needle-free clips of real ultrasound, with empty masks: windows of the liver sweep's train block (real
+    probe motion and speckle) and the train split's background images held nearly still (a pixel or two of
+    hand jitter). Only the harness's train splits (needletrack.data.splits) are used."""
+
+    kind = "negatives"
+
+    def __init__(self, liver_prob: float = 0.5, gap=(1, 3)):
+        from needletrack.data import splits
+
+        self.liver = [f for block in splits.liver_frames("train") for f in [block] if len(block) >= 2]
+        self.stills = [img for img, _m, _meta in splits.background_split("train")]
+        if not self.liver and not self.stills:
+            raise InputError("no real needle-free data for negative clips (../shared/data absent)")
+        self.liver_prob = float(liver_prob) if self.liver and self.stills else (1.0 if self.liver else 0.0)
+        self.gap = tuple(gap)
+
+    def sample(self, rng: np.random.Generator, size, n_frames: int) -> Clip:
+        h, w = size
+        if rng.random() < self.liver_prob:
+            block = self.liver[int(rng.integers(len(self.liver)))]
+            gap = int(rng.integers(self.gap[0], self.gap[1] + 1))
+            span = (n_frames - 1) * gap + 1
+            start = int(rng.integers(0, max(1, len(block) - span + 1)))
+            idx = [min(start + k * gap, len(block) - 1) for k in range(n_frames)]
+            if rng.random() < 0.5:
+                idx = idx[::-1]
+            frames = [block[i] for i in idx]
+            meta = {"source": "liver_sweep", "frames": idx}
+        else:
+            img = self.stills[int(rng.integers(len(self.stills)))]
+            frames = []
+            for _ in range(n_frames):
+                dx, dy = rng.uniform(-1.5, 1.5, 2)
+                mat = np.float32([[1, 0, dx], [0, 1, dy]])
+                frames.append(cv2.warpAffine(img, mat, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT_101))
+            meta = {"source": "still"}
+        f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
+        return Clip(f, np.zeros(f.shape, bool), self.kind, meta)
 
 
 @dataclass
@@ -296,22 +352,31 @@ def build_source(spec: dict, default_gap=(5, 10)):
     Returns ``SourceSpec`` or None (with a reason) when an optional folder is absent."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    allowed = {"sim": {"presets", "backgrounds", "background_prob"}, "folder": {"root", "zoom"},
+    allowed = {"sim": {"presets", "backgrounds", "background_prob", "episode_prob", "absent_prob"},
+               "negatives": {"liver_prob"}, "folder": {"root", "zoom"},
                "stage0": {"dir", "p_nonempty", "max_rotate_deg", "max_shift", "max_scale", "elastic"}}
     if kind not in allowed:
-        raise ValueError(f"unknown clip source kind {kind!r} (sim, folder, stage0)")
+        raise ValueError(f"unknown clip source kind {kind!r} (sim, negatives, folder, stage0)")
     weight = float(spec.pop("weight", 1.0))
     if weight < 0:
         raise ValueError("source weight must be >= 0")
     steps = tuple(spec.pop("steps", None) or (None, None))
-    optional = bool(spec.pop("optional", kind == "stage0"))
+    optional = bool(spec.pop("optional", kind in ("stage0", "negatives")))
     gap = tuple(spec.pop("gap", default_gap))
     unknown = sorted(set(spec) - allowed[kind])
     if unknown:
         raise ValueError(f"unknown option(s) for a {kind} source: {', '.join(unknown)}")
     if kind == "sim":
         src = SimClips(presets=spec.get("presets"), backgrounds=spec.get("backgrounds"),
-                       background_prob=float(spec.get("background_prob", 0.5)), gap=gap)
+                       background_prob=float(spec.get("background_prob", 0.5)), gap=gap,
+                       episode_prob=float(spec.get("episode_prob", 0.0)), absent_prob=float(spec.get("absent_prob", 0.0)))
+    elif kind == "negatives":
+        try:
+            src = RealNegativeClips(liver_prob=float(spec.get("liver_prob", 0.5)))
+        except InputError:
+            if optional:
+                return None, "real needle-free data (../shared/data) absent, negative clips skipped"
+            raise
     elif kind == "folder":
         root = spec.get("root")
         if root is None:

@@ -55,10 +55,11 @@ DEFAULTS: dict = {
         "frame_step": 1,        # unused, as seed
         "backgrounds": "../shared/data/us_backgrounds",
         "save": False,          # also write the simulated split to OUT/val (data set folder)
-        "mem_every": None,      # null = the model config's (streaming memory, as the tracker)
-        "mem_frames": None,
-        "top_k": "model",       # "model" = the model config's top_k; null = dense
-        "use_last": True,       # previous frame as a temporary memory entry
+        "tracker": {},          # options of the Tracker that validates (the shipped streaming policy)
+        "mem_every": None,      # unused since validation runs the Tracker (kept so old configs still load)
+        "mem_frames": None,     # unused, as mem_every
+        "top_k": "model",       # unused, as mem_every
+        "use_last": True,       # unused, as mem_every
     },
     "log_every": 10,
     "checkpoint_every": 200,

@@ -77,34 +77,28 @@ def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None
 
 def evaluate_model(model, val_set: list[ValSequence], vcfg: dict, device, autocast_dtype=None,
                    threshold: float = 0.5) -> dict:
-    """Track every validation sequence from its first mask; returns
-    ``{"overall": metrics, "<group>": metrics, ...}`` (pooled over scored frames)."""
-    import torch
-
+    """Track every validation sequence from its first mask with the shipped streaming policy (the
+    :class:`~needletrack.track.Tracker`, the one loop that the CLI, the services and the benchmarks use), so
+    that ``best.safetensors`` is picked by the tracker we ship; returns ``{"overall": metrics, "<group>":
+    metrics, ...}`` (pooled over scored frames). ``vcfg['tracker']`` may set Tracker options (e.g. policy,
+    min_score); ``autocast_dtype`` is not used by the tracker (kept for the caller's signature)."""
     from needletrack.eval.metrics import MetricAccumulator
-    from needletrack.train.rollout import track_sequence
+    from needletrack.track import Tracker
 
-    mcfg = getattr(model, "cfg", None)
-    mem_every = vcfg.get("mem_every") or getattr(mcfg, "mem_every", 5) or 5
-    mem_frames = vcfg.get("mem_frames") or getattr(mcfg, "mem_frames", 8) or 8
-    top_k = vcfg.get("top_k", "model")
-    if top_k == "model":
-        top_k = getattr(mcfg, "top_k", None)
+    opts = dict(vcfg.get("tracker") or {})
+    opts.setdefault("threshold", threshold)
     was_training = model.training
     model.eval()
     overall = MetricAccumulator()
     groups: dict[str, MetricAccumulator] = {}
     try:
         for s in val_set:
-            frames = torch.from_numpy(s.frames).float().div_(255.0).unsqueeze(1)
-            first = torch.from_numpy(s.masks[0]).float().unsqueeze(0)
-            probs = track_sequence(model, frames.to(device), first.to(device), mem_every=int(mem_every),
-                                   max_memory=int(mem_frames), top_k=top_k, use_last=bool(vcfg.get("use_last", True)),
-                                   autocast_dtype=autocast_dtype)
-            pred = (probs[:, 0] > threshold).numpy()
+            h, w = s.frames.shape[1:]
+            tracker = Tracker(model, device=str(device), input_size=(h, w), **opts)
             acc = MetricAccumulator()
-            for i in range(len(pred)):
-                acc.update(pred[i], s.masks[i], first=(i == 0))
+            for i in range(len(s.frames)):
+                r = tracker.step(s.frames[i], mask=s.masks[0]) if i == 0 else tracker.step(s.frames[i])
+                acc.update(r.mask, s.masks[i], first=(i == 0))
             overall.merge(acc)
             groups.setdefault(s.group, MetricAccumulator()).merge(acc)
     finally:
