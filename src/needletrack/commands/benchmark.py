@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
                    help="preset timed the same way at the same input size for the ratio ('none' to skip; "
                         "default stcn_fast: STCN with ResNet50 keys)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
+    p.add_argument("--policy", choices=("segment", "mask"), default="segment",
+                   help="tracker output policy: segment (tracker v2, default) or mask (v1), to see what v2 adds")
     p.add_argument("--json", default=None, help="write the results here")
 
 
@@ -44,7 +46,7 @@ def run(args) -> int:
     res = benchmark(args.model, engine=args.engine, size=args.size, frames=args.frames,
                     compare=None if str(args.compare).lower() == "none" else args.compare,
                     frame_size=args.frame_size, warmup=args.warmup, threads=args.threads,
-                    log=lambda m: print(m, file=sys.stderr))
+                    log=lambda m: print(m, file=sys.stderr), policy=args.policy)
     m = res["model"]
     line = (f"{m['model']} [{m['engine']}] {m['fps']:.1f} frames/s, p50 {m['ms_p50']:.1f} ms, "
             f"p95 {m['ms_p95']:.1f} ms, p99 {m['ms_p99']:.1f} ms, peak RSS {m['peak_rss_mb']:.0f} MB")

@@ -134,7 +134,7 @@ class TimedEngine:
 
 def run_one(name: str = "default", engine: str = "onnx", size: int | None = None, frames: int = 300,
             frame_size: int | None = 448, warmup: int = 10, threads: int | None = None, seed: int = 7,
-            warn=None) -> dict:
+            warn=None, policy: str = "segment") -> dict:
     """Time ``frames`` tracker steps of one model/engine in this process."""
     from needletrack.models.weights import read_metadata, resolve_weights
     from needletrack.track.onnx_engine import default_threads
@@ -164,7 +164,7 @@ def run_one(name: str = "default", engine: str = "onnx", size: int | None = None
     clip, first = make_stream(frames + warmup, fsize, seed=seed)
     order = list(range(len(clip))) + list(range(len(clip) - 2, 0, -1))
     timed = TimedEngine(eng)
-    tracker = Tracker(timed, **({} if trained else {"mem_min_score": 0.0}))
+    tracker = Tracker(timed, policy=policy, **({} if trained else {"mem_min_score": 0.0}))
     rss_ready = rss_mb()
     times = np.zeros(frames + warmup)
     cpu = np.zeros(frames + warmup)
@@ -216,8 +216,10 @@ def _run_isolated(kw: dict, timeout: float | None = None) -> dict:
 
 def benchmark(name: str = "default", engine: str = "onnx", size: int | None = None, frames: int = 300,
               compare: str | None = COMPARATOR, frame_size: int | None = 448, warmup: int = 10,
-              threads: int | None = None, isolate: bool = True, seed: int = 7, log=None) -> dict:
-    """The model's figures, the comparator's at the same input size and engine, and their ratio."""
+              threads: int | None = None, isolate: bool = True, seed: int = 7, log=None,
+              policy: str = "segment") -> dict:
+    """The model's figures, the comparator's at the same input size and engine, and their ratio. ``policy``:
+    the tracker's output policy ("segment", tracker v2, or the v1 "mask" gate), to state what it adds."""
     if engine not in ENGINES:
         raise NeedletrackError(f"unknown engine {engine!r} (choose {', '.join(ENGINES)})")
     if frames < 10:
@@ -235,10 +237,11 @@ def benchmark(name: str = "default", engine: str = "onnx", size: int | None = No
 
             size = get_config("stnan_fast" if name == "default" else name).input_size
     kw = dict(engine=engine, size=size, frames=frames, frame_size=frame_size, warmup=warmup, threads=threads,
-              seed=seed)
+              seed=seed, policy=policy)
     runs = [("model", name)] + ([("comparator", compare)] if compare else [])
-    out = {"machine": machine(), "stream": {"simulator": "needletrack.sim clinical", "seed": seed,
-                                             "frame_size": frame_size, "warmup": warmup}}
+    out = {"machine": machine(), "policy": policy,
+           "stream": {"simulator": "needletrack.sim clinical", "seed": seed, "frame_size": frame_size,
+                      "warmup": warmup}}
     for role, n in runs:
         if log:
             log(f"timing {n} ({engine}) at {size}px: {frames} frames ...")
