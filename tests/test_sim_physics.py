@@ -12,7 +12,7 @@ from needletrack.sim.needle import shaft_cnr, shallow_weight, tip_cnr
 def _sim(angle, seed, n=2, **kw):
     cfg = preset("clinical").replace(angle_deg=(angle, angle), border_prob=0.0, overlay_prob=0.0, convex_prob=0.0,
                                      first_visible_prob=1.0, bend_prob=0.0, tilt_deg=(0.0, 0.0), dropout=(0.0, 0.0),
-                                     out_of_plane_prob=0.0, withdraw_prob=0.0, **kw)
+                                     out_of_plane_prob=0.0, withdraw_prob=0.0, probe_move_prob=0.0, **kw)
     it = simulate_sequence(n, size=448, preset=cfg, seed=seed, needle="still")
     frames = list(it)
     return it, frames
@@ -150,14 +150,14 @@ def test_tip_follows_the_data_at_steep_angles():
 
 
 def _still_correlation(preset_name, seed, step=1):
-    cfg = preset(preset_name).replace(probe_drift_mm=(0.0, 0.0), probe_rot_deg=(0.0, 0.0))
+    cfg = preset(preset_name).replace(probe_drift_mm=(0.0, 0.0), probe_rot_deg=(0.0, 0.0), probe_move_prob=0.0)
     it = simulate_sequence(4, size=448, preset=cfg, seed=seed, needle="absent", frame_step=step)
     frames = [f.astype(np.float64) for f, _, _ in it]
     sel = it.probe.content
     return min(np.corrcoef(a[sel], b[sel])[0, 1] for a, b in zip(frames, frames[1:]))
 
 
-@pytest.mark.parametrize("name", ["easy", "clinical", "hard"])
+@pytest.mark.parametrize("name", ["easy", "clinical", "hard", "bench"])
 def test_speckle_fixed_to_tissue_with_a_still_probe(name):
     for seed in (0, 1):
         assert _still_correlation(name, seed) >= 0.95

@@ -11,7 +11,7 @@ from needletrack.errors import NeedletrackError
 
 Range = tuple[float, float]
 
-PRESETS = ("easy", "clinical", "hard")
+PRESETS = ("easy", "clinical", "hard", "bench")
 
 # outer diameter (mm) of needles by Birmingham gauge
 GAUGE_OD_MM = {16: 1.651, 17: 1.473, 18: 1.270, 19: 1.067, 20: 0.908, 21: 0.819, 22: 0.718}
@@ -47,6 +47,8 @@ class SimConfig:
     gain_db: Range = (-6.0, 6.0)           # overall gain around a mid-grey tissue level
     noise_floor_db: Range = (-75.0, -60.0)  # electronic noise, relative to the tissue reference level
     # --- anatomy ------------------------------------------------------------------------------------
+    scene: str = "breast"                  # "breast" (anatomy.breast) or "bench" (anatomy.bench: water over a block)
+    water_frac: Range = (0.3, 0.6)         # bench: water/gel above the block, fraction of the depth
     skin_mm: Range = (1.0, 2.5)
     fat_frac: Range = (0.15, 0.45)         # subcutaneous fat thickness as a fraction of depth
     gland_frac: Range = (0.2, 0.45)
@@ -91,6 +93,19 @@ class SimConfig:
     withdraw_prob: float = 0.15            # sequence contains a full withdrawal and re-insertion
     out_of_plane_prob: float = 0.25        # sequence contains an out-of-plane episode
     first_visible_prob: float = 0.92       # the first output frame shows the needle
+    # probe-move episodes (issue 17): the probe slides and rocks over 0.5-2 s, then holds its new place
+    probe_move_prob: float = 0.45          # the sequence has probe moves (1 + Poisson(duration / 10 s) of them)
+    probe_move_mm: Range = (2.0, 8.0)      # lateral slide per move (axial share up to 15 %)
+    probe_move_deg: Range = (0.0, 5.0)     # in-plane rotation (rocking) per move
+    probe_move_s: Range = (0.5, 2.0)       # duration of one move
+    move_withdraw_prob: float = 0.5        # per move: the needle is withdrawn (60 %) or leaves the plane (40 %)
+    #                                        while the probe moves, then re-enters
+    compression_mm: Range = (0.0, 1.5)     # probe pressure: axial squeeze, mm at the bottom of the image
+    breathing_mm: Range = (0.0, 2.0)       # breathing: periodic tissue shift (mostly axial), amplitude
+    breathing_period_s: Range = (3.0, 5.5)
+    pulse_mm: Range = (0.0, 0.2)           # pulse: local periodic expansion around an artery
+    pulse_hz: Range = (1.0, 1.6)
+    pulse_radius_mm: Range = (2.0, 6.0)
     elev_decorrelation: Range = (0.1, 0.4)  # speckle decorrelation per mm of probe travel (out-of-plane share)
     frame_step: Range = (5, 10)            # output every k-th source frame (k uniform integer)
     every_frame_prob: float = 0.2          # ... or every frame
@@ -113,7 +128,7 @@ class SimConfig:
 
 
 def preset(name: str = "clinical") -> SimConfig:
-    """The ``easy``, ``clinical`` (default) or ``hard`` configuration."""
+    """The ``easy``, ``clinical`` (default), ``hard`` or ``bench`` configuration."""
     if isinstance(name, SimConfig):
         return name
     name = str(name).lower()
@@ -128,6 +143,8 @@ def preset(name: str = "clinical") -> SimConfig:
             dropout=(0.0, 0.15), tilt_deg=(0.0, 0.4), slab_mm=(0.6, 1.0),
             tremor_mm=(0.02, 0.08), probe_drift_mm=(0.1, 1.0), probe_rot_deg=(0.0, 1.0),
             withdraw_prob=0.05, out_of_plane_prob=0.05, first_visible_prob=1.0,
+            probe_move_prob=0.25, probe_move_mm=(2.0, 5.0), probe_move_deg=(0.0, 2.0), probe_move_s=(0.8, 2.0),
+            move_withdraw_prob=0.3, compression_mm=(0.0, 0.6), breathing_mm=(0.0, 0.8), pulse_mm=(0.0, 0.1),
         )
     if name == "hard":
         return SimConfig(
@@ -141,5 +158,19 @@ def preset(name: str = "clinical") -> SimConfig:
             slab_mm=(0.3, 0.6), tilt_deg=(0.5, 3.0),
             tremor_mm=(0.05, 0.25), tremor_deg=(0.2, 0.8), probe_drift_mm=(1.0, 4.0), probe_rot_deg=(1.0, 4.0),
             drag_mm=(0.5, 2.5), withdraw_prob=0.3, out_of_plane_prob=0.5, first_visible_prob=0.85,
+            probe_move_prob=0.7, probe_move_mm=(3.0, 10.0), probe_move_deg=(1.0, 8.0), probe_move_s=(0.5, 1.5),
+            move_withdraw_prob=0.6, compression_mm=(0.5, 2.5), breathing_mm=(0.5, 3.0), pulse_mm=(0.05, 0.3),
+        )
+    if name == "bench":
+        # a needle in water or gel over a tissue block (bench recordings): linear probe, a steady hand
+        return SimConfig(
+            scene="bench", depth_mm=(25.0, 45.0), border_prob=0.4, convex_prob=0.0, overlay_prob=0.5,
+            atten_db_cm_mhz=(0.5, 0.7), reverb_streaks=(0, 0),
+            angle_deg=(8.0, 45.0), shallow_bias=1.2, bend_prob=0.1, needle_gain_db=(-4.0, 2.0),
+            contrast_scale=(0.45, 0.75), dropout=(0.0, 0.2), tilt_deg=(0.0, 0.8), slab_mm=(0.5, 0.9),
+            tremor_mm=(0.02, 0.1), probe_drift_mm=(0.1, 1.0), probe_rot_deg=(0.0, 1.0), drag_mm=(0.0, 0.3),
+            withdraw_prob=0.2, out_of_plane_prob=0.2, first_visible_prob=0.95,
+            probe_move_prob=0.3, probe_move_mm=(2.0, 6.0), probe_move_deg=(0.0, 3.0), move_withdraw_prob=0.5,
+            compression_mm=(0.0, 0.0), breathing_mm=(0.0, 0.0), pulse_mm=(0.0, 0.0),
         )
     raise NeedletrackError(f"unknown simulator preset {name!r} (choose one of {', '.join(PRESETS)})")

@@ -17,7 +17,7 @@ import numpy as np
 
 from needletrack.geometry import line_mask
 from needletrack.sim import bmode
-from needletrack.sim.anatomy import breast
+from needletrack.sim.anatomy import bench, breast
 from needletrack.sim.backgrounds import has_markers, load_backgrounds
 from needletrack.sim.config import SimConfig, preset as get_preset
 from needletrack.sim.motion import make_motion, smooth_noise
@@ -54,6 +54,30 @@ def _size(size):
     return H, W
 
 
+def _as_moving(frames):
+    """Blocks of consecutive real frames: a list of uint8 images (one block) or a list of such lists."""
+    if frames is None or len(frames) == 0:
+        return []
+    if isinstance(frames[0], np.ndarray) and frames[0].ndim == 2:
+        return [list(frames)]
+    return [list(b) for b in frames if len(b) > 0]
+
+
+_VALID: dict = {}
+
+
+def _valid_area(frames):
+    """Where the sweep has image content (its fan), from the brightest of a few frames."""
+    key = (id(frames[0]), len(frames))
+    if key not in _VALID:
+        mx = np.max(np.stack([frames[i] for i in range(0, len(frames), max(len(frames) // 6, 1))]), axis=0)
+        v = cv2.blur(mx, (9, 9)) > 4
+        v = cv2.erode(v.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+        _VALID.clear()
+        _VALID[key] = v
+    return _VALID[key]
+
+
 def _as_backgrounds(backgrounds):
     if backgrounds is None:
         return []
@@ -67,7 +91,7 @@ class SequenceSimulator:
     the sequence's meta.json content. Built by :func:`simulate_sequence`."""
 
     def __init__(self, n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None,
-                 needle: str = "moving"):
+                 needle: str = "moving", moving_background=None):
         if needle not in NEEDLE_MODES:
             raise ValueError(f"needle must be one of {', '.join(NEEDLE_MODES)}, got {needle!r}")
         if int(n_frames) < 1:
@@ -82,6 +106,12 @@ class SequenceSimulator:
         bg = None
         if bgs and rng.random() < cfg.real_background_prob:
             bg = bgs[int(rng.integers(len(bgs)))]
+        blocks = _as_moving(moving_background)
+        self.moving = bool(blocks)
+        if self.moving:    # a window of consecutive real frames (the liver sweep) is the background
+            mrng = rng.spawn(1)[0]
+            frames = blocks[int(mrng.integers(len(blocks)))]
+            bg = (frames[0], np.zeros(frames[0].shape, bool), {"name": "moving window", "source": "real cine"})
         if frame_step is None:
             step = 1 if rng.random() < cfg.every_frame_prob else int(rng.integers(int(cfg.frame_step[0]),
                                                                                   int(cfg.frame_step[1]) + 1))
@@ -109,7 +139,8 @@ class SequenceSimulator:
         self.lut = bmode.grey_map(_u(rng, cfg.grey_curve), _u(rng, cfg.grey_floor))
         self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
-            anat = breast(rng, cfg, (Hc, Wc), probe.sp, m, depth_px,
+            scene = bench if getattr(cfg, "scene", "breast") == "bench" else breast
+            anat = scene(rng, cfg, (Hc, Wc), probe.sp, m, depth_px,
                           atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
             S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 1, line_px)
             # the second realization: the same field mirrored laterally (an uncorrelated pattern with the same
@@ -128,11 +159,15 @@ class SequenceSimulator:
             self.tgc = tgc
             self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
             self.ref_grey = 170.0 + gain_db * 255.0 / self.dr
-            self.source = "needletrack.sim (synthetic breast)"
+            self.source = ("needletrack.sim (bench: needle in water over a tissue block)" if scene is bench
+                           else "needletrack.sim (synthetic breast)")
             self.alpha = 0.0
         else:
             img, lmask, bmeta = bg
-            img, f_img, (tcx, tcy), grain = self._fit_background(rng, img, lmask, (Hc, Wc), m, depth_px)
+            if self.moving:
+                img, f_img, (tcx, tcy), grain = self._fit_moving(mrng, frames, (Hc, Wc), m, depth_px)
+            else:
+                img, f_img, (tcx, tcy), grain = self._fit_background(rng, img, lmask, (Hc, Wc), m, depth_px)
             self.src_scale = 1.0 / f_img
             # the synthetic speckle (and the needle) take the background's own grain, in the image's pixels
             sa = max(grain[1] / 2.355, 0.6)
@@ -157,6 +192,9 @@ class SequenceSimulator:
                 t = (1 - al) * log_lr + al * (log_ls + ls)
                 self.fields.append(np.exp(t).astype(np.float32))
             self.ref_power = float(np.median(lin))
+            if self.moving:   # the real frames carry their own speckle: no synthetic speckle, no second realization
+                self.alpha = np.float32(0.0)
+                self._mv_cache = {}
             self.gain = self.tgc = None
             self.noise_power = 0.0
             self.dr = dr0 * rng.uniform(0.9, 1.15)
@@ -265,6 +303,11 @@ class SequenceSimulator:
         elif needle == "absent":   # the needle never reaches the image: a needle-free sequence of the same scene
             self.motion.s_tip[:] = -1e4
         self.drag_sigma = rng.uniform(1.5, 4.0) / sp
+        prng = rng.spawn(1)[0]     # own stream: the draws after keep their values
+        bx0, by0, bx1, by1 = probe.box
+        self.pulse_c = np.array([prng.uniform(bx0 + 0.15 * (bx1 - bx0), bx1 - 0.15 * (bx1 - bx0)),
+                                 prng.uniform(by0 + 0.3 * (by1 - by0), by1 - 0.1 * (by1 - by0))])
+        self.pulse_r = _u(prng, cfg.pulse_radius_mm) / sp
         self.decor = self.motion.decor
         self._prev = None
         self._prev_k = -2
@@ -315,6 +358,80 @@ class SequenceSimulator:
         grain = bmode.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
         return im.astype(np.float32), f, target, grain
 
+    def _fit_moving(self, rng, frames, shape, m, depth_px):
+        """Crop (the same for every frame) inside the sweep's image area, the sweep plan over the source frames
+        (ping-pong over a window of consecutive frames) and the needle's elevation that follows from it."""
+        Hc, Wc = shape
+        h, w = frames[0].shape
+        valid = _valid_area(frames)
+        aspect = Wc / Hc
+        best = None
+        for ch in range(h, 31, -8):          # the largest canvas-shaped rectangle inside the image area
+            cw = int(round(ch * aspect))
+            if cw > w:
+                continue
+            for oy in range(0, h - ch + 1, 8):
+                for ox in sorted(range(0, w - cw + 1, 8), key=lambda v: abs(v - (w - cw) / 2)):
+                    ys = np.linspace(oy, oy + ch - 1, 5).astype(int)
+                    xs = np.linspace(ox, ox + cw - 1, 5).astype(int)
+                    if all(valid[y, x] for y in ys for x in xs):
+                        best = (oy, ox, ch, cw)
+                        break
+                if best:
+                    break
+            if best:
+                break
+        if best is None:
+            best = (0, 0, h, w)
+        oy, ox, ch, cw = best
+        mirror = rng.random() < 0.5 and not has_markers(frames[0])
+        f = max(Hc / ch, Wc / cw)
+        self._mv_crop = (oy, ox, ch, cw, mirror)
+        self._mv_frames = frames
+        # the sweep: a window of W consecutive frames played back and forth at `rate` sweep frames per source
+        # frame (the operator rocks the probe about the needle); out-of-plane travel 0.56 mm per sweep frame
+        n_src = (self.n - 1) * self.step + 1
+        nf = len(frames)
+        Wn = int(min(nf, rng.integers(3, 13)))
+        w0 = int(rng.integers(0, nf - Wn + 1))
+        rate = rng.uniform(0.01, 0.08)
+        ph = (np.arange(n_src) * rate + rng.uniform(0, 0.5)) % max(2 * (Wn - 1), 1)
+        pos = np.where(ph <= Wn - 1, ph, 2 * (Wn - 1) - ph) if Wn > 1 else np.zeros(n_src)
+        self.sweep_idx = w0 + pos
+        mm_per = float(self.cfg.extra.get("sweep_mm_per_frame", 78.0 / 140.0)) * rng.choice([-1.0, 1.0])
+        ref = float(self.sweep_idx[0]) if rng.random() < self.cfg.first_visible_prob else float(
+            w0 + rng.uniform(0, Wn - 1))
+        self.sweep_elev = (self.sweep_idx - ref) * mm_per
+        im = self._moving_crop(int(np.floor(self.sweep_idx[0])))
+        c0, c1 = ch // 4, 3 * ch // 4
+        grain = bmode.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
+        target = (rng.uniform(0.3, 0.7) * Wc, m + rng.uniform(0.3, 0.7) * depth_px)
+        return im.astype(np.float32), f, target, grain
+
+    def _moving_crop(self, i):
+        oy, ox, ch, cw, mirror = self._mv_crop
+        im = self._mv_frames[int(np.clip(i, 0, len(self._mv_frames) - 1))][oy:oy + ch, ox:ox + cw]
+        return np.ascontiguousarray(im[:, ::-1] if mirror else im)
+
+    def _moving_field(self, j):
+        """Linear echo field of the sweep at source frame ``j``: neighbouring real frames blended (the plane
+        between two acquired planes)."""
+        x = float(self.sweep_idx[j])
+        a = int(np.floor(x))
+        f = x - a
+        out = None
+        for i, wt in ((a, 1.0 - f), (a + 1, f)):
+            if wt < 1e-3 or i >= len(self._mv_frames):
+                continue
+            if i not in self._mv_cache:
+                if len(self._mv_cache) > 16:
+                    self._mv_cache.clear()
+                lg = self._moving_crop(i).astype(np.float32) * np.float32(50.0 / 255.0 * math.log(10.0) / 10.0)
+                self._mv_cache[i] = np.exp(lg)
+            out = self._mv_cache[i] * np.float32(wt) if out is None else cv2.scaleAdd(
+                self._mv_cache[i], float(wt), out)
+        return out if out is not None else self.fields[0]
+
     def _canvas_to_world(self, cx, cy):
         p = self.probe
         m = p.margin
@@ -350,9 +467,14 @@ class SequenceSimulator:
         ca, sa = math.cos(a), math.sin(a)
         cx = (probe.box[0] + probe.box[2]) / 2.0
         cy = float(probe.box[1])
-        tx, ty = (float(v) for v in mo.probe_xy[j] / sp)
-        ox = cx - ca * cx + sa * cy + tx
-        oy = cy - sa * cx - ca * cy + ty
+        # breathing shifts the tissue and the needle in it under the probe (no speckle decorrelation)
+        pxy = mo.probe_xy[j] + (mo.tissue_xy[j] if mo.tissue_xy is not None else 0.0)
+        tx, ty = (float(v) for v in pxy / sp)
+        # probe pressure: an axial squeeze of the tissue about the probe face (display depth y shows tissue from
+        # depth y * kz: uniform strain over the image depth, the bottom held); the steel needle is not squeezed
+        kz = 1.0 + (float(mo.compress[j]) / probe.depth_mm if mo.compress is not None else 0.0)
+        ox = cx - ca * cx + sa * kz * cy + tx
+        oy = cy - sa * cx - ca * kz * cy + ty
 
         def to_disp(P):
             qx = P[..., 0] - cx - tx
@@ -381,6 +503,8 @@ class SequenceSimulator:
         inside = np.zeros(ss.size, bool)
         inside[inb] = probe.content[yi[inb], xi[inb]]
         elev = float(mo.elevation[j]) + self.tilt * (ss - self.s_ref) * sp
+        if self.moving:     # the sweep carries the plane off the needle (and back)
+            elev = elev + float(self.sweep_elev[j])
         in_slab = np.abs(elev) <= self.slab
         run = longest_run(inside & in_slab)
         if run is not None and (run[1] - 1 - run[0]) < max(3.0, 0.5 * self.width_px):
@@ -407,18 +531,35 @@ class SequenceSimulator:
         # ---- tissue: resample the canvas fields at the probe pose, with drag near the shaft ---------
         roi = None
         drag_px = float(mo.drag[j]) / sp
-        if rendered is not None and abs(drag_px) > 0.05:
+        dragging = rendered is not None and abs(drag_px) > 0.05
+        if dragging:
             pts = Pd[run[0]:run[1]]
             pad = int(3 * self.drag_sigma) + 2
             xa, xb = max(int(pts[:, 0].min()) - pad, 0), min(int(pts[:, 0].max()) + pad + 1, W)
             ya, yb = max(int(pts[:, 1].min()) - pad, 0), min(int(pts[:, 1].max()) + pad + 1, H)
             if xa < xb and ya < yb:
                 roi = (ya, yb, xa, xb)
+        # pulse: local expansion around an artery fixed in the tissue (display position follows the pose)
+        pulse_px = float(mo.pulse[j]) / sp if mo.pulse is not None else 0.0
+        pc = None
+        if pulse_px > 0.05:
+            pc = to_disp(self.pulse_c[None])[0]
+            pad = int(2.5 * self.pulse_r) + 2
+            pr = (max(int(pc[1]) - pad, 0), min(int(pc[1]) + pad + 1, H), max(int(pc[0]) - pad, 0),
+                  min(int(pc[0]) + pad + 1, W))
+            if pr[0] < pr[1] and pr[2] < pr[3]:
+                roi = pr if roi is None else (min(roi[0], pr[0]), max(roi[1], pr[1]), min(roi[2], pr[2]),
+                                              max(roi[3], pr[3]))
+            else:
+                pc = None
+        pulse_w = None if pc is None else (self.pulse_c, pulse_px)
         # speckle fixed to the tissue: one compounded field, blended with a second realization only as far
         # as the probe has moved out of plane; resampled once at the probe pose
         w = float(self.decor[j])
         A, B = self.fields
-        if w < 1e-3:
+        if self.moving:
+            src = self._moving_field(j)
+        elif w < 1e-3:
             src = A
         elif w > 1 - 1e-3:
             src = B
@@ -428,7 +569,8 @@ class SequenceSimulator:
         q = self.src_scale
         if probe.kind == "linear":
             offx, offy = probe.x0 - probe.margin, probe.y0 - probe.margin
-            M = np.array([[ca * q, -sa * q, (ox - offx) * q], [sa * q, ca * q, (oy - offy) * q]], np.float32)
+            M = np.array([[ca * q, -sa * kz * q, (ox - offx) * q], [sa * q, ca * kz * q, (oy - offy) * q]],
+                         np.float32)
             # over a real background the scanner's own speckle is resampled: bicubic keeps its grain (bilinear
             # at sub-pixel offsets low-passes it: a blurred, less skewed image)
             interp = cv2.INTER_CUBIC if self.real else cv2.INTER_LINEAR
@@ -436,20 +578,21 @@ class SequenceSimulator:
             tissue = cv2.warpAffine(src, M, (W, H), flags=flags, borderMode=cv2.BORDER_REFLECT)
             if roi is not None:
                 ya, yb, xa, xb = roi
-                wx = ca * X[ya:yb, xa:xb] - sa * Y[ya:yb, xa:xb] + np.float32(ox)
-                wy = sa * X[ya:yb, xa:xb] + ca * Y[ya:yb, xa:xb] + np.float32(oy)
-                self._drag(wx, wy, E, d, nrm, s_tip, drag_px)
+                wx = ca * X[ya:yb, xa:xb] - (sa * kz) * Y[ya:yb, xa:xb] + np.float32(ox)
+                wy = sa * X[ya:yb, xa:xb] + (ca * kz) * Y[ya:yb, xa:xb] + np.float32(oy)
+                self._local(wx, wy, E, d, nrm, s_tip, drag_px if dragging else 0.0, pulse_w)
                 mx, my = probe.to_canvas(wx, wy)
                 if q != 1.0:
                     mx *= np.float32(q)
                     my *= np.float32(q)
                 tissue[ya:yb, xa:xb] = cv2.remap(src, mx, my, interp, borderMode=cv2.BORDER_REFLECT)
         else:
-            wx = ca * X - sa * Y + np.float32(ox)
-            wy = sa * X + ca * Y + np.float32(oy)
+            wx = ca * X - (sa * kz) * Y + np.float32(ox)
+            wy = sa * X + (ca * kz) * Y + np.float32(oy)
             if roi is not None:
                 ya, yb, xa, xb = roi
-                self._drag(wx[ya:yb, xa:xb], wy[ya:yb, xa:xb], E, d, nrm, s_tip, drag_px)
+                self._local(wx[ya:yb, xa:xb], wy[ya:yb, xa:xb], E, d, nrm, s_tip, drag_px if dragging else 0.0,
+                            pulse_w)
             mx, my = probe.to_canvas(wx, wy)
             tissue = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if rendered is not None:
@@ -505,6 +648,20 @@ class SequenceSimulator:
         np.maximum(x, np.float32(math.exp(-b / k)), out=x)
         cv2.log(x, x)
         return cv2.convertScaleAbs(x, alpha=k, beta=b)
+
+    def _local(self, wx, wy, E, d, nrm, s_tip, drag_px, pulse):
+        """Local tissue motion on world-coordinate maps (in place): drag along the shaft, pulse."""
+        if drag_px != 0.0:
+            self._drag(wx, wy, E, d, nrm, s_tip, drag_px)
+        if pulse is not None:
+            (pcx, pcy), amp = pulse
+            rx, ry = wx - np.float32(pcx), wy - np.float32(pcy)
+            r2 = rx * rx + ry * ry
+            # radial expansion: tissue at distance r comes from r - amp * g(r) (g peaks at the vessel wall)
+            g = np.exp(np.float32(-0.5 / self.pulse_r ** 2) * r2)
+            g *= np.float32(amp) / np.sqrt(r2 + np.float32(self.pulse_r ** 2 * 0.25))
+            wx -= rx * g
+            wy -= ry * g
 
     def _drag(self, wx, wy, E, d, nrm, s_tip, drag_px):
         """Move tissue near the shaft along it (in place on world-coordinate maps)."""
@@ -632,7 +789,7 @@ class SequenceSimulator:
 
 
 def simulate_sequence(n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None,
-                      needle: str = "moving"):
+                      needle: str = "moving", moving_background=None):
     """Iterator over ``(frame_u8 HxW, mask_bool HxW, needle_dict)`` for one simulated sequence.
 
     ``size``: int or (H, W). ``preset``: "easy" | "clinical" | "hard" or a :class:`SimConfig`.
@@ -640,8 +797,11 @@ def simulate_sequence(n_frames: int, size=448, preset="clinical", seed=0, backgr
     ``frame_step``: output every k-th source frame (25 fps); None draws it from the preset.
     ``needle``: "moving" (the insertion plan), "still" (the tip holds at its first position: drift tests) or
     "absent" (no needle ever enters: needle-free negatives with the same anatomy and motion).
+    ``moving_background``: consecutive real frames (a list of uint8 images, or a list of such blocks, e.g.
+    ``needletrack.data.splits.liver_frames("train")``): the needle is drawn over a window of them played back and
+    forth; the sweep moves out of plane, so the needle leaves the plane and comes back as the probe sweeps.
     Deterministic given ``seed``; never touches global RNG state. The returned iterator has ``.meta``
     (the sequence's meta.json: fps, pixel spacing, ...).
     """
     return SequenceSimulator(n_frames, size=size, preset=preset, seed=seed, backgrounds=backgrounds,
-                             frame_step=frame_step, needle=needle)
+                             frame_step=frame_step, needle=needle, moving_background=moving_background)

@@ -44,6 +44,78 @@ class Motion:
     elevation: np.ndarray    # (T,) mm, needle axis offset from the imaging plane
     drag: np.ndarray         # (T,) mm, tissue displacement along the shaft near it
     decor: np.ndarray        # (T,) 0..1: weight of the second speckle realization (out-of-plane decorrelation)
+    tissue_xy: np.ndarray = None   # (T, 2) mm, breathing: the tissue (and the needle in it) shifts under the probe
+    compress: np.ndarray = None    # (T,) mm, probe pressure: axial squeeze, mm at the bottom of the image
+    pulse: np.ndarray = None       # (T,) mm, local expansion around an artery (pulse)
+    moves: list = None             # probe-move episodes: (first source frame, frames, lateral mm, degrees)
+
+
+def probe_moves(rng: np.random.Generator, cfg, n: int, fps: float):
+    """Probe-move episodes: the probe slides ``probe_move_mm`` (and rocks ``probe_move_deg``) over
+    ``probe_move_s`` seconds, then holds its new place. Returns (xy (T, 2) mm, degrees (T,), episodes)."""
+    xy = np.zeros((n, 2))
+    deg = np.zeros(n)
+    episodes = []
+    if n < 3 or rng.random() >= cfg.probe_move_prob:
+        return xy, deg, episodes
+    count = 1 + int(rng.poisson(n / fps / 10.0))
+    k = np.arange(n)
+    cum = 0.0
+    for t0 in np.sort(rng.uniform(0.05, 0.85, count) * n):
+        L = max(_u(rng, cfg.probe_move_s) * fps, 1.0)
+        amp = _u(rng, cfg.probe_move_mm) * rng.choice([-1.0, 1.0])
+        if abs(cum + amp) > 12.0:          # slide back rather than off the patient
+            amp = -amp
+        cum += amp
+        rot = _u(rng, cfg.probe_move_deg) * rng.choice([-1.0, 1.0])
+        f = _ease(np.clip((k - t0) / L, 0, 1))
+        xy[:, 0] += amp * f
+        xy[:, 1] += amp * rng.uniform(-0.15, 0.15) * f
+        deg += rot * f
+        episodes.append((float(t0), float(L), float(amp), float(rot)))
+    return xy, deg, episodes
+
+
+def _during_moves(rng, cfg, episodes, s_tip, elevation, fps, slab_mm):
+    """The needle is withdrawn (tip out of the image) or leaves the plane while the probe moves, and comes
+    back after (in place on ``s_tip`` and ``elevation``)."""
+    n = len(s_tip)
+    k = np.arange(n)
+    for t0, L, _, _ in episodes:
+        if rng.random() >= cfg.move_withdraw_prob:
+            continue
+        ta = max(t0 - rng.uniform(0.0, 0.5) * fps, 0.5)   # starts just before the move (never at frame 0)
+        tb = t0 + L + rng.uniform(0.2, 1.5) * fps          # held until after it
+        if rng.random() < 0.6:                             # withdrawn, then re-inserted along its path
+            w_out = rng.uniform(0.2, 0.6) * fps
+            w_in = rng.uniform(0.5, 2.0) * fps
+            w = np.minimum(_ease(np.clip((k - ta) / w_out, 0, 1)), 1 - _ease(np.clip((k - tb) / w_in, 0, 1)))
+            back = -rng.uniform(3.0, 12.0)
+            s_tip[:] = s_tip * (1 - w) + back * w
+        else:                                              # the plane slips off the needle, then finds it again
+            ramp = rng.uniform(0.2, 0.8) * fps
+            w = np.minimum(_ease(np.clip((k - ta) / ramp, 0, 1)), 1 - _ease(np.clip((k - tb) / ramp, 0, 1)))
+            elevation += rng.choice([-1.0, 1.0]) * slab_mm * rng.uniform(2.5, 5.0) * w
+
+
+def tissue_motion(rng: np.random.Generator, cfg, n: int, fps: float):
+    """Breathing (slow periodic shift, mostly axial), probe pressure (axial squeeze, slow changes plus a push
+    with each probe move is left to the caller) and pulse (a sharp periodic expansion)."""
+    t = np.arange(n) / fps
+    br = _u(rng, cfg.breathing_mm)
+    per = _u(rng, cfg.breathing_period_s)
+    ph = rng.uniform(0, 2 * np.pi)
+    cyc = np.sin(2 * np.pi * t / per + ph) + 0.25 * np.sin(4 * np.pi * t / per + 2 * ph)
+    lat = rng.uniform(-0.4, 0.4)
+    tissue_xy = np.stack([br * lat * cyc, br * cyc], axis=1)
+    tissue_xy -= tissue_xy[:1]
+    cmax = _u(rng, cfg.compression_mm)
+    comp = cmax * (0.5 + 0.5 * smooth_noise(rng, n, fps, rng.uniform(1.0, 3.0), 1.0))
+    comp -= comp[:1] if n else 0.0
+    pa = _u(rng, cfg.pulse_mm)
+    hz = _u(rng, cfg.pulse_hz)
+    pulse = pa * ((1 + np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi))) / 2) ** 4
+    return tissue_xy, comp, pulse
 
 
 def plan_insertion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: float,
@@ -186,6 +258,15 @@ def make_motion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: flo
         up = np.clip((k - t0) / ramp, 0, 1)
         down = np.clip((k - (t0 + ramp + hold)) / ramp, 0, 1)
         elevation = elevation + peak * _ease(up - down)
+    # issue 17 motion, from its own stream (the draws above keep their values): probe moves (with the needle
+    # withdrawn or out of plane during some), breathing, probe pressure, pulse
+    mrng = rng.spawn(1)[0]
+    mxy, mdeg, moves = probe_moves(mrng, cfg, n, fps)
+    probe_xy = probe_xy + mxy
+    probe_deg = probe_deg + mdeg
+    if moves:
+        _during_moves(mrng, cfg, moves, s_tip, elevation, fps, slab_mm)
+    tissue_xy, comp, pulse = tissue_motion(mrng, cfg, n, fps)
     vel = np.gradient(s_tip) * fps if n > 1 else np.zeros(n)
     # drag: tissue follows the shaft with a lag (first-order), saturating
     drag = np.zeros(n)
@@ -196,7 +277,8 @@ def make_motion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: flo
         acc += a * (np.clip(vel[k] * 0.15, -dmax, dmax) - acc)
         drag[k] = acc
     decor = speckle_decorrelation(probe_xy, probe_deg, _u(rng, cfg.elev_decorrelation))
-    return Motion(s_tip, tremor_xy, tremor_deg, probe_xy, probe_deg, elevation, drag, decor)
+    return Motion(s_tip, tremor_xy, tremor_deg, probe_xy, probe_deg, elevation, drag, decor, tissue_xy, comp,
+                  pulse, moves)
 
 
 def speckle_decorrelation(probe_xy: np.ndarray, probe_deg: np.ndarray, per_mm: float) -> np.ndarray:
