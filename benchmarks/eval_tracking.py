@@ -225,7 +225,7 @@ def score_run(sets_dir: Path, out: Path) -> dict:
             if r is None:
                 continue
             gt = [seq.mask(i) for i in range(len(seq))]
-            sc.add_sequence(gt, r["masks"], spacing=seq.meta.get("pixel_spacing_mm"))
+            sc.add_sequence(gt, r["masks"], spacing=seq.meta.get("pixel_spacing_mm"), entry_side=seq.meta.get("entry_side"))
             all_ms.append(r["ms"][1:])
             ra = load_run(out / "auto" / label, seq.name)
             if ra is not None:

@@ -5,7 +5,8 @@ tracker (today's, an old commit's, optical-flow propagation) is scored by the sa
 
 Definitions (frame 0 is the prompt frame and is never scored):
 
-* **pooled IoU / Dice, empty-frame accuracy, tip error (px, mm)**: :class:`MetricAccumulator` (DESIGN §3).
+* **pooled IoU / Dice, empty-frame accuracy, tip error (px, mm)**: :class:`MetricAccumulator` (docs/design.md §5);
+  the tip is the end away from the sequence's entry side (from its meta.json where known).
 * **withdrawal episode**: a maximal run of frames with empty ground truth that follows a frame showing
   the needle. It is *reported empty within 2 frames* when the prediction is empty on at least one of the
   first 3 frames of the run (its first frame, or 1 or 2 frames later) that still lie inside the run.

@@ -16,10 +16,12 @@ than ``max_gap`` px. The run holding the most mass wins; blobs off the line or b
 mean minus the mean probability in two bands either side of the line (``3 × width`` away), ``length`` the
 extent in px.
 
-**Mask rule** (:func:`segment_mask`): the output mask is the segment drawn at its width, united with the
-network's own mask (>= threshold) inside a band of ``1.5 × width`` around it. The drawn segment makes the
-mask follow the whole extent found by hysteresis (a dim distal part and the tip stay in), the band lets the
-network's exact edges through, and nothing off the line can enter.
+**Mask rule** (:func:`segment_mask`): the output mask is the segment drawn at its width, united with every
+connected piece of the network's own mask (>= threshold) that touches a band around it; the segment's ends are
+then moved out to that mask's extent along the axis (:func:`extend_to_mask`). The drawn segment makes the mask
+follow the whole extent found by hysteresis (a dim distal part and the tip stay in), the connected pieces let
+the network's exact edges and a slightly bent tip through, and a blob that does not touch the shaft can neither
+enter the mask nor move the tip.
 """
 from __future__ import annotations
 
@@ -193,17 +195,40 @@ MASK_RULES = ("union", "clip")
 
 
 def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None, rule: str = "union") -> np.ndarray:
-    """The output mask (module doc). ``union``: the segment at its width plus the network mask in a band
-    around it; ``clip``: only the network mask inside that band (no drawn pixels)."""
+    """The output mask (module doc). ``union``: the segment drawn at its width, plus every connected piece of the
+    network's mask that touches a band of ``3 × width`` around the segment (a bent or dim distal part that leaves
+    the fitted line stays in; a blob that does not touch the shaft stays out); ``clip``: only the network mask
+    inside that band."""
+    import cv2
+
     if rule not in MASK_RULES:
         raise ValueError(f"mask rule must be one of {MASK_RULES}, got {rule!r}")
     band = line_mask(shape, seg.p0, seg.p1, 3.0 * seg.width + 2.0)
     if rule == "clip" and net_mask is not None:
         return net_mask & band
     m = line_mask(shape, seg.p0, seg.p1, seg.width)
-    if net_mask is not None:
-        m |= net_mask & band
+    if net_mask is not None and net_mask.any():
+        n, lab = cv2.connectedComponents(net_mask.astype(np.uint8), connectivity=8)
+        touching = np.unique(lab[band & net_mask])
+        touching = touching[touching > 0]
+        if touching.size:
+            m |= np.isin(lab, touching)
     return m
+
+
+def extend_to_mask(seg: Segment, mask: np.ndarray) -> Segment:
+    """The segment's ends moved out to the mask's extent along its axis (the tip follows the connected distal
+    part that :func:`segment_mask` kept)."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return seg
+    p0 = np.asarray(seg.p0, float)
+    d = seg.direction
+    t = (xs - p0[0]) * d[0] + (ys - p0[1]) * d[1]
+    lo, hi = float(min(t.min(), 0.0)), float(max(t.max(), seg.length))
+    q0, q1 = p0 + lo * d, p0 + hi * d
+    return Segment((float(q0[0]), float(q0[1])), (float(q1[0]), float(q1[1])), seg.width, seg.score, seg.contrast,
+                   hi - lo)
 
 
 class MotionPrior:

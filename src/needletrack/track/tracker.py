@@ -25,7 +25,7 @@ from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
 from needletrack.track.memory import MemoryStore
-from needletrack.track.segment import MotionPrior, Segment, fit_segment, segment_mask
+from needletrack.track.segment import MotionPrior, Segment, extend_to_mask, fit_segment, segment_mask
 
 
 @dataclass
@@ -366,6 +366,9 @@ class Tracker:
         self._pending = 0
         self._last_seg = seg
         mask = segment_mask((h, w), seg, prob >= self.threshold, rule=self.mask_rule)
+        if self.mask_rule == "union":
+            seg = extend_to_mask(seg, mask)
+            self._last_seg = seg
         return mask, seg.score, True, seg
 
 
