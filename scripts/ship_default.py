@@ -27,6 +27,10 @@ from pathlib import Path
 
 CANDIDATES = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.78, 0.8, 0.82, 0.85, 0.9)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+# the segment policy (tracker v2) is tuned by running the Tracker itself for each pair (its decisions depend on
+# its own history: the jump rule, the prior), on the same validation split
+SEGMENT_THRESHOLDS = (0.3, 0.4, 0.5)
+SEGMENT_SCORES = (0.65, 0.75, 0.85)
 
 
 def validation_split(sequences: int, frames: int, sizes, presets=("clinical", "hard", "easy", "clinical+real")):
@@ -82,6 +86,28 @@ def score(frames, min_score: float, threshold: float = 0.5, min_area: int | None
     return acc.result()
 
 
+def tune_segment(model, split) -> list:
+    """Rows of (threshold, segment_min_score) -> pooled metrics, each measured by running the Tracker."""
+    from needletrack.eval.metrics import MetricAccumulator
+    from needletrack.track import Tracker
+
+    rows = []
+    for t in SEGMENT_THRESHOLDS:
+        for sc in SEGMENT_SCORES:
+            acc = MetricAccumulator()
+            for _, seq in split:
+                tracker = Tracker(model, threshold=t, segment_min_score=sc, min_score=0.0, policy="segment")
+                for i, (frame, gt) in enumerate(seq):
+                    res = tracker.step(frame, mask=gt if i == 0 else None)
+                    acc.update(res.mask, gt, first=(i == 0))
+            r = acc.result()
+            rows.append({"threshold": t, "segment_min_score": sc, "iou": r["iou"], "dice": r["dice"],
+                         "empty_frame_accuracy": r["empty_frame_accuracy"]})
+            print(f"threshold {t:.2f} segment_min_score {sc:.2f}: IoU {r['iou']:.4f} Dice {r['dice']:.4f} "
+                  f"empty-frame acc {r['empty_frame_accuracy']}", flush=True)
+    return rows
+
+
 def choose(rows: list, empty_target: float) -> dict:
     ok = [r for r in rows if r["empty_frame_accuracy"] is None or r["empty_frame_accuracy"] >= empty_target]
     if ok:
@@ -99,6 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 448],
                     help="simulated frame sizes, cycled over the sequences (default: 256 448)")
+    ap.add_argument("--policy", choices=["segment", "mask"], default="segment",
+                    help="the tracker policy to tune for: segment (tracker v2, shipped) or the v1 mask gate")
     ap.add_argument("--empty-target", type=float, default=0.0,
                     help="only consider pairs with at least this empty-frame accuracy (default: no floor)")
     args = ap.parse_args(argv)
@@ -111,18 +139,25 @@ def main(argv=None) -> int:
     model = load_model(args.weights).eval()
     _, meta = read_metadata(args.weights)
     split = validation_split(args.sequences, args.frames, args.sizes)
-    frames = track_split(model, split)
     rows = []
-    for t in THRESHOLDS:
-        for s in CANDIDATES:
-            r = score(frames, s, threshold=t)
-            rows.append({"threshold": t, "min_score": s, "iou": r["iou"], "dice": r["dice"],
-                         "empty_frame_accuracy": r["empty_frame_accuracy"]})
-            print(f"threshold {t:.2f} min_score {s:.2f}: IoU {r['iou']:.4f} Dice {r['dice']:.4f} "
-                  f"empty-frame acc {r['empty_frame_accuracy']}", flush=True)
+    if args.policy == "segment":
+        rows = tune_segment(model, split)
+    else:
+        frames = track_split(model, split)
+        for t in THRESHOLDS:
+            for s in CANDIDATES:
+                r = score(frames, s, threshold=t)
+                rows.append({"threshold": t, "min_score": s, "iou": r["iou"], "dice": r["dice"],
+                             "empty_frame_accuracy": r["empty_frame_accuracy"]})
+                print(f"threshold {t:.2f} min_score {s:.2f}: IoU {r['iou']:.4f} Dice {r['dice']:.4f} "
+                      f"empty-frame acc {r['empty_frame_accuracy']}", flush=True)
     best = choose(rows, args.empty_target)
     meta = dict(meta)
-    meta["tracker"] = {"threshold": best["threshold"], "min_score": best["min_score"]}
+    if args.policy == "segment":
+        meta["tracker"] = {"threshold": best["threshold"], "segment_min_score": best["segment_min_score"],
+                           "min_score": 0.0}
+    else:
+        meta["tracker"] = {"threshold": best["threshold"], "min_score": best["min_score"]}
     meta["tracker_tuning"] = {"split": {"sequences": len(split), "frames": args.frames, "sizes": args.sizes,
                                         "presets": sorted({name for name, _ in split}),
                                         "sets": "val/<preset> of needletrack.data.splits"}, "rule": "best pooled IoU" + (
@@ -133,7 +168,7 @@ def main(argv=None) -> int:
                                                        "device", "device_name")}
         meta["training"]["best"] = (prov.get("best") or {}).get("step")
     save_model(model, args.out, meta=meta)
-    print(f"chose threshold {best['threshold']} min_score {best['min_score']}; wrote {args.out}")
+    print(f"chose {meta['tracker']}; wrote {args.out}")
     return 0
 
 

@@ -62,3 +62,26 @@ def test_choice_prefers_iou_among_pairs_that_meet_the_empty_frame_target():
     assert ship.choose(rows, 0.99)["min_score"] == 0.9
     # nobody meets the target: the best IoU + empty-frame accuracy
     assert ship.choose(rows, 1.01)["min_score"] == 0.8
+
+
+def test_segment_tuning_runs_the_tracker_per_pair(monkeypatch):
+    ship = _ship()
+
+    import numpy as np
+
+    from needletrack.geometry import line_mask
+    from needletrack.models import build_model
+
+    monkeypatch.setattr(ship, "SEGMENT_THRESHOLDS", (0.3, 0.5))
+    monkeypatch.setattr(ship, "SEGMENT_SCORES", (0.7,))
+    rng = np.random.default_rng(0)
+    seq = []
+    for k in range(4):
+        f = rng.integers(0, 80, (64, 64)).astype(np.uint8)
+        m = line_mask((64, 64), (0, 20), (30 + 3 * k, 40), 3)
+        f[m] = 230
+        seq.append((f, m))
+    rows = ship.tune_segment(build_model("stnan_tiny").eval(), [("clinical", seq)])
+    assert [(r["threshold"], r["segment_min_score"]) for r in rows] == [(0.3, 0.7), (0.5, 0.7)]
+    assert all(0.0 <= r["iou"] <= 1.0 for r in rows)
+    assert ship.choose(rows, 0.0) in rows

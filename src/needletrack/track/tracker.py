@@ -428,7 +428,7 @@ def predicted_path(tip, tail, frame_hw) -> np.ndarray | None:
 
 
 # Tracker settings a weights file may carry (its metadata "tracker" entry), tuned on a validation split.
-TRACKER_SETTINGS = ("threshold", "min_score", "min_area_px", "mem_min_score")
+TRACKER_SETTINGS = ("threshold", "min_score", "min_area_px", "mem_min_score", "segment_min_score")
 
 
 def shipped_tracker_settings(name_or_path) -> dict:
