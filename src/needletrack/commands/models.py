@@ -38,24 +38,6 @@ def _streaming_inputs(model, cfg, size=None):
     return img, mask, q.raw16, mem_key, mem_val
 
 
-def streaming_step(model, img, mask, prev, mem_key, mem_val, with_value: bool):
-    """One tracker step: key (+flow), memory read (top-k), decoder, and the value encoder if asked."""
-    q = model.encode_key(img, prev) if model.is_memory_model else None
-    if q is None:
-        return model(img)
-    r = model.read_memory(mem_key, mem_val, q.key, top_k=model.cfg.top_k)
-    logit = model.segment(r, q)
-    if with_value:
-        model.encode_value(img, torch_sigmoid(logit), q.f16)
-    return logit
-
-
-def torch_sigmoid(x):
-    import torch
-
-    return torch.sigmoid(x)
-
-
 def count_gflops(model, cfg) -> float:
     """FLOPs (torch.utils.flop_counter: 2 per multiply-add) of one streaming step at the input size, with
     the value encoder counted once every ``mem_every`` frames."""
@@ -81,23 +63,27 @@ def count_gflops(model, cfg) -> float:
 
 
 def time_torch(model, cfg, steps: int = 10, warmup: int = 2) -> dict:
+    """ms per frame of the shipped streaming loop (the Tracker, PyTorch engine, tracker v2 policy) on a
+    synthetic stream at the model's input size: the same loop the CLI and the services run, not a copy."""
     import time
 
     import numpy as np
-    import torch
 
-    if model.is_memory_model:
-        img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
-    else:
-        img = torch.rand(1, 1, cfg.input_size, cfg.input_size)
-        mask = prev = mk = mv = None
+    from needletrack.geometry import line_mask
+    from needletrack.track import Tracker
+
+    s = int(cfg.input_size)
+    rng = np.random.default_rng(0)
+    tracker = Tracker(model, input_size=s, mem_min_score=0.0)
+    first = line_mask((s, s), (0, s // 4), (s // 2, s // 2), max(2.0, s / 100))
     times = []
-    with torch.inference_mode():
-        for i in range(warmup + steps):
-            t0 = time.perf_counter()
-            streaming_step(model, img, mask, prev, mk, mv, with_value=(i % max(1, cfg.mem_every) == 0))
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
+    for i in range(warmup + steps + 1):
+        frame = rng.integers(0, 120, (s, s)).astype(np.uint8)
+        frame[first] = 230
+        t0 = time.perf_counter()
+        tracker.step(frame, mask=first if i == 0 else None)
+        if i > warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
     t = np.asarray(times)
     return {"mean": float(t.mean()), "p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
 
