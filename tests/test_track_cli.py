@@ -179,3 +179,25 @@ def test_needle_csv_in_mm_where_the_spacing_is_known(tmp_path, model_path, first
     s = _json.loads((out / "summary.json").read_text())
     assert s["pixel_spacing_mm"] == [0.2, 0.1] and "meta.json" in s["pixel_spacing_source"]
     assert s["confirmed"] is True
+
+
+def test_save_prob_writes_the_raw_maps_and_a_rerun_without_it_removes_them(tmp_path, model_path, first_mask):
+    from needletrack.cli import main
+
+    src = tmp_path / "seq"
+    (src / "frames").mkdir(parents=True)
+    f0 = cv2.imread(str(first_mask), cv2.IMREAD_GRAYSCALE)
+    for i in range(3):
+        cv2.imwrite(str(src / "frames" / f"{i:05d}.png"), np.clip(f0.astype(int) // 2 + 40 + i, 0, 255).astype(np.uint8))
+    out = tmp_path / "out"
+    args = ["track", str(src), "--out", str(out), "--first-mask", str(first_mask), "--model", str(model_path),
+            "--no-overlay"]
+    assert main(args + ["--save-prob"]) == 0
+    probs = sorted((out / "prob").iterdir())
+    assert [p.name for p in probs] == ["00000.png", "00001.png", "00002.png"]
+    p1 = cv2.imread(str(probs[1]), cv2.IMREAD_UNCHANGED)
+    m1 = cv2.imread(str(out / "masks" / "00001.png"), cv2.IMREAD_UNCHANGED)
+    assert p1.dtype == np.uint8 and p1.shape == m1.shape and len(np.unique(p1)) > 2     # a map, not a mask
+    assert not (out / "prob").is_symlink() and "prob" in __import__("json").loads((out / "summary.json").read_text())["outputs"]
+    assert main(args) == 0
+    assert not (out / "prob").exists()                                   # stale results do not survive

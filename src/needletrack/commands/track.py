@@ -24,6 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
+    p.add_argument("--save-prob", action="store_true",
+                   help="also write the network's raw probability maps to DIR/prob/ (8-bit PNG, round(255 p))")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for inference (torch and ONNX Runtime)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -105,6 +107,7 @@ def _run(args, first_line) -> int:
     tracker = Tracker.from_pretrained(args.model, device=args.device, engine=args.engine, log=log)
     summary = track_to_folder(args.input, args.out, tracker, first_mask=args.first_mask, first_line=first_line,
                               auto=args.auto, overlay=not args.no_overlay, max_frames=args.max_frames,
+                              save_prob=args.save_prob,
                               progress=not args.quiet and sys.stderr.isatty(), model_name=str(args.model))
     from needletrack.track.pipeline import format_summary
 

@@ -4,6 +4,7 @@
     DIR/needle.csv         CSV_HEADER: frame,time_s,visible,score,tip/tail px,angle_deg,confirmed, and in mm
                            where the pixel spacing is known (tip/tail, length in view, tip depth)
     DIR/overlay.mp4        H.264: mask tint, shaft, tip, predicted path, frame number
+    DIR/prob/<name>.png    with --save-prob: the network's raw probability map, 8-bit (round(255 p))
     DIR/summary.json       written last
 
 While running, masks go to ``DIR/.masks.partial-<pid>/`` and the CSV and the video to hidden
@@ -30,8 +31,8 @@ from needletrack.track.tracker import CSV_HEADER
 from needletrack.utils import atomic_path, write_json_atomic
 
 
-OUTPUTS = {"masks": "masks", "needle_csv": "needle.csv", "overlay": "overlay.mp4"}   # + summary.json
-_PARTIAL = re.compile(r"^\.(?:masks\.(?:partial|old)-(\d+)"
+OUTPUTS = {"masks": "masks", "prob": "prob", "needle_csv": "needle.csv", "overlay": "overlay.mp4"}   # + summary.json
+_PARTIAL = re.compile(r"^\.(?:(?:masks|prob)\.(?:partial|old)-(\d+)"
                       r"|(?:needle|overlay|summary)\.(?:(\d+)-)?[^/]*\.partial\.(?:csv|mp4|json))$")
 _UNKNOWN_OWNER_AGE_S = 3600.0      # partial files of an older version (no pid in the name): stale after an hour
 
@@ -73,7 +74,7 @@ def remove_stale_partials(folder) -> list[str]:
 
 class TrackOutputs:
     def __init__(self, out_dir, fps: float | None = None, overlay: bool = True, masks: bool = True,
-                 spacing_mm=None):
+                 spacing_mm=None, prob: bool = False):
         self.spacing_mm = spacing_mm
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
@@ -83,10 +84,15 @@ class TrackOutputs:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stale_removed = remove_stale_partials(self.dir)
         self.fps = fps
-        self._masks_tmp = self.dir / f".masks.partial-{os.getpid()}" if masks else None
-        if self._masks_tmp is not None:
-            shutil.rmtree(self._masks_tmp, ignore_errors=True)
-            self._masks_tmp.mkdir()
+        # image folders written per frame: masks/ (0/255) and, with prob=True, prob/ (the network's raw
+        # probability map, 8-bit: round(255 * p)), each in a hidden partial folder until close()
+        self._folders = {}
+        for key, on in (("masks", masks), ("prob", prob)):
+            if on:
+                tmp = self.dir / f".{key}.partial-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                self._folders[key] = tmp
         self._csv_ctx = atomic_path(self.dir / "needle.csv")
         self._csv_tmp = self._csv_ctx.__enter__()
         self._csv_file = open(self._csv_tmp, "w", newline="")
@@ -109,16 +115,20 @@ class TrackOutputs:
         if time_s is None and self.fps:
             time_s = result.frame_index / self.fps
         self._csv.writerow(result.csv_row(time_s, self.spacing_mm))
-        if self._masks_tmp is not None:
+        if self._folders:
             stem = Path(name).stem if name else f"{result.frame_index:05d}"
             fname = f"{stem}.png"
             if fname in self.names:      # two inputs a.png and a.jpg: keep both
                 fname = f"{stem}_{result.frame_index:05d}.png"
             self.names.add(fname)
-            ok, buf = cv2.imencode(".png", result.mask.astype(np.uint8) * 255)
-            if not ok:
-                raise RuntimeError("could not encode a mask PNG")
-            (self._masks_tmp / fname).write_bytes(buf.tobytes())
+            images = {"masks": result.mask.astype(np.uint8) * 255}
+            if "prob" in self._folders:
+                images["prob"] = np.clip(np.asarray(result.prob) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            for key, folder in self._folders.items():
+                ok, buf = cv2.imencode(".png", images[key])
+                if not ok:
+                    raise RuntimeError(f"could not encode a {key} PNG")
+                (folder / fname).write_bytes(buf.tobytes())
         if self._video is not None:
             from needletrack.track.overlay import draw_overlay
 
@@ -130,22 +140,22 @@ class TrackOutputs:
         self._csv_file.close()
         if self._video is not None:
             self._video.close()
-        if self._masks_tmp is not None:
-            final = self.dir / "masks"
+        for key, tmp in self._folders.items():
+            final = self.dir / key
             old = None
             if final.exists():
-                old = self.dir / f".masks.old-{os.getpid()}"
+                old = self.dir / f".{key}.old-{os.getpid()}"
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(final, old)
-            os.replace(self._masks_tmp, final)
+            os.replace(tmp, final)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
         self._exit(self._csv_ctx)
         if self._video_ctx is not None:
             self._exit(self._video_ctx)
         outputs = {"needle_csv": "needle.csv"}
-        if self._masks_tmp is not None:
-            outputs["masks"] = "masks/"
+        for key in self._folders:
+            outputs[key] = f"{key}/"
         if self._video is not None:
             outputs["overlay"] = "overlay.mp4"
         # an earlier run's outputs that this run does not write would look like this run's: remove them
@@ -190,8 +200,8 @@ class TrackOutputs:
         self._exit(self._csv_ctx, err)
         if self._video_ctx is not None:
             self._exit(self._video_ctx, err)
-        if self._masks_tmp is not None:
-            shutil.rmtree(self._masks_tmp, ignore_errors=True)
+        for tmp in self._folders.values():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_csv_text(results) -> str:

@@ -39,7 +39,7 @@ def read_first_mask(path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line=None, auto: bool = False,
-                    overlay: bool = True, masks: bool = True, max_frames: int | None = None,
+                    overlay: bool = True, masks: bool = True, max_frames: int | None = None, save_prob: bool = False,
                     progress: bool = True, model_name: str | None = None, gt=None, plot: bool = True) -> dict:
     """Track ``input_path`` (anything ``open_cine`` reads) and write
     DIR/{masks,needle.csv,overlay.mp4,plot.png,summary.json}.
@@ -73,7 +73,7 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
             total = min(total, max_frames) if total else max_frames
         tracker.reset()
         spacing = getattr(cine, "pixel_spacing_mm", None)
-        outs = TrackOutputs(out_dir, fps=cine.fps, overlay=overlay, masks=masks, spacing_mm=spacing)
+        outs = TrackOutputs(out_dir, fps=cine.fps, overlay=overlay, masks=masks, spacing_mm=spacing, prob=save_prob)
         bar = None
         if progress:
             from tqdm import tqdm
