@@ -641,17 +641,20 @@ class JobManager:
                 self.stats["runs_done"] += 1
             log.info("job %s: tracked %d frames in %.1f s", job.id, job.done, time.perf_counter() - t0)
         except JobCancelled:
+            shutil.rmtree(out, ignore_errors=True)      # partial outputs go before the status is published
             with self._lock:
                 job.status = "cancelled"
                 self.stats["runs_cancelled"] += 1
             log.info("job %s: cancelled after %d frames", job.id, job.done)
         except NeedletrackError as e:
+            shutil.rmtree(out, ignore_errors=True)
             with self._lock:
                 job.status = "failed"
                 job.error = self._clean(str(e), job)
                 self.stats["runs_failed"] += 1
         except Exception as e:  # noqa: BLE001 - reported to the page in one line, logged in full
             log.exception("job %s failed", job.id)
+            shutil.rmtree(out, ignore_errors=True)
             with self._lock:
                 job.status = "failed"
                 job.error = self._clean(f"internal error: {type(e).__name__}: {e}", job)
