@@ -45,7 +45,7 @@ def allowed_hosts_for(bind_host: str, extra=()) -> tuple[str, ...]:
     import ipaddress
 
     from needletrack.errors import NeedletrackError
-    from needletrack.serve.web import split_host
+    from needletrack.serve.web_security import split_host
 
     names: list[str] = []
     for h in extra:
