@@ -332,6 +332,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sim-commit", default=None,
                     help="build the sets with this commit's simulator (a git worktree), e.g. the one the model was "
                          "trained on")
+    ap.add_argument("--include", action="append", default=[], metavar="REPORT.json",
+                    help="add the runs of an earlier report made on the same sets (same plan and simulator)")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
     from needletrack.utils import write_json_atomic, write_text_atomic
@@ -357,6 +359,13 @@ def main(argv=None) -> int:
                            f"{plan['needle'][0]}×{plan['needle'][1]} frames; still {plan['still'][0]}×{plan['still'][1]}; "
                            f"negatives {plan['negatives'][0]}×{plan['negatives'][1]}; real stills "
                            f"{plan['stills_per_image']} frames per test image; liver test block."}
+    for inc in args.include:
+        earlier = json.loads(Path(inc).read_text())
+        if earlier.get("plan") != plan or earlier.get("simulator") != report["simulator"]:
+            raise SystemExit(f"--include {inc}: made on other sets (plan or simulator differ)")
+        for label, run in earlier["runs"].items():
+            if label != "optical flow" or args.no_flow:
+                report["runs"][label] = run
     with tempfile.TemporaryDirectory(prefix="nt-harness-") as tmp:
         for label, commit, model, engine in configs:
             out = Path(tmp) / label
