@@ -36,6 +36,7 @@ from needletrack.serve.igtl_wire import (
     safe_matrix,
     world_to_pixel,
 )
+from needletrack.track.tracker import TrackResult
 
 log = logging.getLogger("needletrack.serve.igtl")
 
@@ -271,11 +272,11 @@ class IgtlSession:
         from pyigtl.messages import ImageMessage, PointMessage, StringMessage, TransformMessage
 
         cfg = self.config
-        visible = bool(getattr(result, "visible", mask.any()))
-        score = float(getattr(result, "score", float(mask.any())) or 0.0)
+        rec = TrackResult.as_record(result)  # the one formatting of a result (as in needle.csv)
+        visible = bool(mask.any()) if rec["visible"] is None else rec["visible"]
+        score = (rec["score"] if hasattr(result, "score") else float(mask.any())) or 0.0
         tip = getattr(result, "tip", None)
         tail = getattr(result, "tail", None)
-        angle = getattr(result, "angle_deg", None)
         pose = None
         if visible and tip is not None and tail is not None:
             pose = needle_pose(fr.matrix, tip, tail)
@@ -290,10 +291,10 @@ class IgtlSession:
         meta = {
             "frame": str(self.frame_index),
             "visible": "true" if visible else "false",
-            "confirmed": "true" if bool(getattr(result, "confirmed", True)) else "false",
+            "confirmed": "true" if rec["confirmed"] else "false",
             "score": f"{score:.4f}",
-            "angle_deg": "" if angle is None else f"{float(angle):.2f}",
-            "tip_px": "" if tip is None else f"{float(tip[0]):.2f},{float(tip[1]):.2f}",
+            "angle_deg": "" if rec["angle_deg"] is None else f"{rec['angle_deg']:.2f}",
+            "tip_px": "" if tip is None else f"{rec['tip_x']:.2f},{rec['tip_y']:.2f}",
             "pose_current": "true" if fresh else "false",
         }
         status = " ".join(f"{k}={v}" for k, v in meta.items())

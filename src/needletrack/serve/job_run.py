@@ -8,6 +8,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from needletrack.track.tracker import TrackResult
+
 ROW_KEYS = ("frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "area_px")
 
 
@@ -32,20 +34,11 @@ class _ProgressTracker:
         return getattr(self._tracker, name)
 
 
-def _fmt(v, nd):
-    return None if v is None else round(float(v), nd)
-
-
 def _row(res, fps: float | None) -> dict:
-    tip, tail = res.tip, res.tail
+    """The page's row of one result: its record (``TrackResult.as_record``, as in needle.csv) on ROW_KEYS."""
     i = int(res.frame_index)
-    return {
-        "frame": i, "time_s": (round(i / fps, 4) if fps else None), "visible": bool(res.visible),
-        "score": round(float(res.score), 4),
-        "tip_x": _fmt(tip and tip[0], 2), "tip_y": _fmt(tip and tip[1], 2),
-        "tail_x": _fmt(tail and tail[0], 2), "tail_y": _fmt(tail and tail[1], 2),
-        "angle_deg": _fmt(res.angle_deg, 2), "area_px": int(getattr(res, "area_px", 0) or 0),
-    }
+    rec = TrackResult.as_record(res, time_s=(i / fps if fps else None))
+    return {k: rec[k] for k in ROW_KEYS}
 
 
 def track_job(job, tracker, track_fn: Callable | None, max_frames: int, model_label: str | None) -> dict:

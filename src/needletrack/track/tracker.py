@@ -65,6 +65,32 @@ class TrackResult:
                 f(tip and tip[0]), f(tip and tip[1]), f(tail and tail[0]), f(tail and tail[1]), f(self.angle_deg),
                 int(self.confirmed), *mm]
 
+    def as_record(self, time_s: float | None = None, spacing_mm=None) -> dict:
+        """The result as one flat record: the one place its printed forms come from (needle.csv's CSV_HEADER
+        columns, the web page's rows, the OpenIGTLink status string). Numbers are rounded as they are printed
+        (time_s and score 4 decimals, px and degrees 2, mm 3); None where a value is absent, and the mm
+        columns only with ``spacing_mm`` ([row_mm, col_mm]) and a visible shaft; plus ``area_px``. Read with
+        getattr defaults, so ``TrackResult.as_record(result)`` also takes a tracker stand-in's result."""
+        def r(v, nd):
+            return None if v is None else round(float(v), nd)
+        g = lambda name, default=None: getattr(self, name, default)  # noqa: E731
+        tip, tail, frame, visible, score = g("tip"), g("tail"), g("frame_index"), g("visible"), g("score")
+        rec = {"frame": None if frame is None else int(frame), "time_s": r(time_s, 4),
+               "visible": None if visible is None else bool(visible), "score": r(score, 4),
+               "tip_x": r(tip[0] if tip is not None else None, 2), "tip_y": r(tip[1] if tip is not None else None, 2),
+               "tail_x": r(tail[0] if tail is not None else None, 2),
+               "tail_y": r(tail[1] if tail is not None else None, 2),
+               "angle_deg": r(g("angle_deg"), 2), "confirmed": bool(g("confirmed", True)),
+               "tip_x_mm": None, "tip_y_mm": None, "tail_x_mm": None, "tail_y_mm": None, "length_mm": None,
+               "depth_mm": None, "area_px": int(g("area_px", 0) or 0)}
+        if spacing_mm is not None and tip is not None and tail is not None:
+            sy, sx = float(spacing_mm[0]), float(spacing_mm[1])
+            rec.update(tip_x_mm=r(tip[0] * sx, 3), tip_y_mm=r(tip[1] * sy, 3), tail_x_mm=r(tail[0] * sx, 3),
+                       tail_y_mm=r(tail[1] * sy, 3),
+                       length_mm=r(math.hypot((tip[0] - tail[0]) * sx, (tip[1] - tail[1]) * sy), 3),
+                       depth_mm=r(tip[1] * sy, 3))
+        return rec
+
 
 CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "confirmed",
               "tip_x_mm", "tip_y_mm", "tail_x_mm", "tail_y_mm", "length_mm", "depth_mm"]
