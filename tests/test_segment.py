@@ -86,3 +86,19 @@ def test_motion_prior_carries_the_segment_with_the_image():
     assert mp.carry(a, None) is None
     moved = mp.carry(b, seg)
     assert moved.p0[0] - seg.p0[0] == pytest.approx(5, abs=0.7) and moved.p0[1] - seg.p0[1] == pytest.approx(3, abs=0.7)
+
+
+def test_a_piece_ahead_on_the_line_is_the_tip_but_a_blob_beside_it_is_not():
+    """A dim stretch (dropout) splits the network's mask; the piece beyond the gap on the same line is kept and
+    becomes the tip, a blob of the same size off the line is not."""
+    p = _prob()
+    p[line_mask((H, W), (5, 40), (120, 98), 4)] = 0.9            # proximal shaft
+    p[line_mask((H, W), (180, 128), (215, 145), 4)] = 0.8        # the tip, past a 60-px gap, on the same line
+    p[line_mask((H, W), (150, 40), (185, 57), 4)] = 0.9          # a piece of the same shape, off the line
+    s = fit_segment(p, threshold=0.5, low=0.2)
+    m = segment_mask((H, W), s, p >= 0.5)
+    from needletrack.track.segment import extend_to_mask
+
+    tail, tip = extend_to_mask(s, m).ends_by_entry("left")
+    assert m[133, 190] and not m[48, 167]
+    assert abs(tip[0] - 215) < 4 and abs(tip[1] - 145) < 4

@@ -194,25 +194,37 @@ def _width(prob, c, u, nrm, ta, tb, threshold, tol) -> float:
 MASK_RULES = ("union", "clip")
 
 
-def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None, rule: str = "union") -> np.ndarray:
+def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None, rule: str = "union",
+                 collinear: float = 0.8) -> np.ndarray:
     """The output mask (module doc). ``union``: the segment drawn at its width, plus every connected piece of the
-    network's mask that touches a band of ``3 × width`` around the segment (a bent or dim distal part that leaves
-    the fitted line stays in; a blob that does not touch the shaft stays out); ``clip``: only the network mask
-    inside that band."""
+    network's mask that touches a band of ``3 × width`` around the segment, or that lies on the segment's line
+    beyond a gap (at least ``collinear`` of its pixels inside that band extended across the frame: a needle is
+    straight, so a piece ahead on its line is its tip past a dim stretch); a blob off the line stays out.
+    ``clip``: only the network mask inside the band."""
     import cv2
 
     if rule not in MASK_RULES:
         raise ValueError(f"mask rule must be one of {MASK_RULES}, got {rule!r}")
-    band = line_mask(shape, seg.p0, seg.p1, 3.0 * seg.width + 2.0)
+    bw = 3.0 * seg.width + 2.0
+    band = line_mask(shape, seg.p0, seg.p1, bw)
     if rule == "clip" and net_mask is not None:
         return net_mask & band
     m = line_mask(shape, seg.p0, seg.p1, seg.width)
     if net_mask is not None and net_mask.any():
         n, lab = cv2.connectedComponents(net_mask.astype(np.uint8), connectivity=8)
-        touching = np.unique(lab[band & net_mask])
-        touching = touching[touching > 0]
-        if touching.size:
-            m |= np.isin(lab, touching)
+        keep = set(int(v) for v in np.unique(lab[band & net_mask]) if v > 0)
+        far = float(sum(shape))
+        d = seg.direction
+        q0 = np.asarray(seg.p0) - far * d
+        q1 = np.asarray(seg.p1) + far * d
+        line_band = line_mask(shape, q0, q1, bw)
+        sizes = np.bincount(lab.ravel(), minlength=n)
+        on_line = np.bincount(lab[line_band], minlength=n)
+        for k in range(1, n):
+            if k not in keep and sizes[k] >= 4 and on_line[k] >= collinear * sizes[k]:
+                keep.add(k)
+        if keep:
+            m |= np.isin(lab, sorted(keep))
     return m
 
 
