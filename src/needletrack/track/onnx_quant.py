@@ -4,7 +4,7 @@ The key encoder, value encoder and decoder graphs get QuantizeLinear/DequantizeL
 per channel, activations uint8 per tensor, MinMax calibration); the memory read stays fp32 (it is a softmax
 over a few thousand positions: little compute, and the most sensitive part). Calibration feeds are recorded
 from the fp32 graphs while they follow needles through simulated sequences
-(``needletrack.sim.simulate_sequence``, seeds far from the test set's) the way the streaming tracker drives
+(the harness's validation set ``val/clinical``, never a test set) the way the streaming tracker drives
 them with a memory frame written after every visible prediction (so the value encoder sees predicted masks
 too). The loop calls the engine operations directly (:func:`_follow`), so building an int8 engine does not
 import the Tracker, which builds engines itself. The fp32 engine comes from the caller
@@ -29,8 +29,9 @@ DEFAULT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 def record_calibration(engine, sequences: int = 4, frames: int = 12, preset: str = "clinical",
                        seed: int = CALIB_SEED) -> dict[str, list[dict]]:
     """Feeds of each graph of the fp32 ``engine`` (an OnnxEngine), recorded while it tracks simulated
-    sequences (:func:`_follow`)."""
-    from needletrack.sim import simulate_sequence
+    sequences (:func:`_follow`): the harness's validation set ``val/<preset>`` (needletrack.data.splits), which
+    starts every sequence at its first visible needle (``seed`` is kept for old callers and not used)."""
+    from needletrack.data.splits import iter_set
 
     records: dict[str, list[dict]] = {}
     run = engine._run
@@ -43,8 +44,9 @@ def record_calibration(engine, sequences: int = 4, frames: int = 12, preset: str
     engine._run = recording_run
     try:
         hw = engine.input_hw
-        for s in range(sequences):
-            _follow(engine, simulate_sequence(frames, size=hw, preset=preset, seed=seed + s))
+        size = hw[0] if hw[0] == hw[1] else tuple(hw)
+        for seq in iter_set(f"val/{preset}", sequences, frames, size=size):
+            _follow(engine, zip(seq.frames, seq.masks, seq.needle))
     finally:
         del engine._run
     if not records:
@@ -162,9 +164,8 @@ def ensure_int8(folder, open_engine, log=None, rebuild: bool = False, sequences:
                          "inputs": ins, "outputs": outs}
     man.setdefault("variants", {})["int8"] = variant
     man["int8"] = {"format": "QDQ", "weights": "int8 per channel (symmetric)", "activations": "uint8 per tensor",
-                   "calibration": {"method": "MinMax", "source": "needletrack.sim.simulate_sequence",
+                   "calibration": {"method": "MinMax", "source": "needletrack.data.splits val/clinical",
                                    "preset": "clinical", "sequences": sequences, "frames": frames,
-                                   "seeds": [CALIB_SEED, CALIB_SEED + sequences - 1],
                                    "samples": {r: len(v) for r, v in records.items()}},
                    "ops": list(DEFAULT_OPS), "fp32_roles": sorted(set(man["graphs"]) - set(variant)),
                    "seconds": round(time.perf_counter() - t0, 1)}
