@@ -173,8 +173,10 @@ _KINDS = {
     "clinical-ep": ("clinical", "moving", False, _EPISODES, None, 5),
     "hard-ep": ("hard", "moving", False, _EPISODES, None, 6),
     "negatives": ("hard", "absent", False, {}, None, 7),
+    # the needle holds still and stays in the plane: no withdrawal, out-of-plane or probe-move episode
+    # (simulator v2's probe moves can withdraw the needle); slow drift, tremor and breathing remain
     "still": ("clinical", "still", False, {"withdraw_prob": 0.0, "out_of_plane_prob": 0.0,
-                                           "first_visible_prob": 1.0}, 1, 8),
+                                           "first_visible_prob": 1.0, "probe_move_prob": 0.0}, 1, 8),
 }
 _SPLIT_BASE = {"val": 910_000, "test": 730_000}
 SIM_SETS: dict[str, SimSet] = {

@@ -132,8 +132,11 @@ def drift(ious_per_seq, late: int = 300, early: int = 10, half: int = 2) -> dict
         if n < early + half + 3:
             continue
         lt = min(late, n - 1 - half)
-        e = np.nanmean(v[early - half:early + half + 1])
-        lv = np.nanmean(v[lt - half:lt + half + 1])
+        ev, lw = v[early - half:early + half + 1], v[lt - half:lt + half + 1]
+        if np.isnan(ev).all() or np.isnan(lw).all():       # no needle in view there: no drift figure
+            continue
+        e = np.nanmean(ev)
+        lv = np.nanmean(lw)
         if not np.isfinite(e) or not np.isfinite(lv):
             continue
         earlies.append(e)
