@@ -213,13 +213,13 @@ def segment_mask(shape, seg: Segment, net_mask: np.ndarray | None = None, rule: 
     if net_mask is not None and net_mask.any():
         n, lab = cv2.connectedComponents(net_mask.astype(np.uint8), connectivity=8)
         keep = set(int(v) for v in np.unique(lab[band & net_mask]) if v > 0)
-        far = float(sum(shape))
+        # pieces on the segment's infinite line: perpendicular distance of each network-mask pixel to it
+        ys, xs = np.nonzero(net_mask)
         d = seg.direction
-        q0 = np.asarray(seg.p0) - far * d
-        q1 = np.asarray(seg.p1) + far * d
-        line_band = line_mask(shape, q0, q1, bw)
-        sizes = np.bincount(lab.ravel(), minlength=n)
-        on_line = np.bincount(lab[line_band], minlength=n)
+        dist = np.abs((xs - seg.p0[0]) * d[1] - (ys - seg.p0[1]) * d[0])
+        labs = lab[ys, xs]
+        sizes = np.bincount(labs, minlength=n)
+        on_line = np.bincount(labs[dist <= bw / 2.0], minlength=n)
         for k in range(1, n):
             if k not in keep and sizes[k] >= 4 and on_line[k] >= collinear * sizes[k]:
                 keep.add(k)
