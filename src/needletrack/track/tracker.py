@@ -48,22 +48,23 @@ class TrackResult:
     segment_score: float | None = None     # policy "segment": ridge contrast of the fitted segment
 
     def csv_row(self, time_s: float | None = None, spacing_mm=None) -> list:
-        """One needle.csv row (CSV_HEADER). ``spacing_mm``: [row_mm, col_mm] when known; the mm columns stay
-        empty otherwise. Tip and tail in mm are measured from the image's top-left corner; ``length_mm`` is the
-        needle length in view (tail to tip) and ``depth_mm`` the tip's depth below the top of the image (the
-        probe face for a linear probe)."""
-        def f(v, nd=2):
-            return "" if v is None else f"{v:.{nd}f}"
-        tip, tail = self.tip, self.tail
-        mm = ["", "", "", "", "", ""]
-        if spacing_mm is not None and tip is not None and tail is not None:
-            sy, sx = float(spacing_mm[0]), float(spacing_mm[1])
-            length = math.hypot((tip[0] - tail[0]) * sx, (tip[1] - tail[1]) * sy)
-            mm = [f(tip[0] * sx, 3), f(tip[1] * sy, 3), f(tail[0] * sx, 3), f(tail[1] * sy, 3), f(length, 3),
-                  f(tip[1] * sy, 3)]
-        return [self.frame_index, f(time_s, 4), int(self.visible), f"{self.score:.4f}",
-                f(tip and tip[0]), f(tip and tip[1]), f(tail and tail[0]), f(tail and tail[1]), f(self.angle_deg),
-                int(self.confirmed), *mm]
+        """One needle.csv row (CSV_HEADER), formatted from :meth:`as_record`. ``spacing_mm``: [row_mm, col_mm]
+        when known; the mm columns stay empty otherwise. Tip and tail in mm are measured from the image's
+        top-left corner; ``length_mm`` is the needle length in view (tail to tip) and ``depth_mm`` the tip's
+        depth below the top of the image (the probe face for a linear probe)."""
+        rec = self.as_record(time_s, spacing_mm)
+        row = []
+        for key in CSV_HEADER:
+            v = rec[key]
+            if key == "frame":
+                row.append(v)
+            elif key in ("visible", "confirmed"):
+                row.append(int(bool(v)))
+            elif v is None:
+                row.append("")
+            else:
+                row.append(f"{v:.{CSV_DECIMALS.get(key, 2)}f}")
+        return row
 
     def as_record(self, time_s: float | None = None, spacing_mm=None) -> dict:
         """The result as one flat record: the one place its printed forms come from (needle.csv's CSV_HEADER
@@ -94,6 +95,8 @@ class TrackResult:
 
 CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "confirmed",
               "tip_x_mm", "tip_y_mm", "tail_x_mm", "tail_y_mm", "length_mm", "depth_mm"]
+CSV_DECIMALS = {"time_s": 4, "score": 4, "tip_x_mm": 3, "tip_y_mm": 3, "tail_x_mm": 3, "tail_y_mm": 3,
+                "length_mm": 3, "depth_mm": 3}   # every other number: 2
 POLICIES = ("segment", "mask")
 
 
