@@ -257,7 +257,7 @@ def test_micro_tables_3_and_4_end_to_end_shared_and_cached(tmp_path, fake_sim, m
     for name in ("table4.md", "table4.png", "figure7_table4.png", "table4.json"):
         assert (out / name).stat().st_size > 0
     saved = json.loads((out / "table4.json").read_text())
-    assert [r["label"] for r in saved["rows"]][-1] == T.DETECTOR_LABEL
+    assert [r["label"] for r in saved["rows"]][-2:] == [T.DETECTOR_LABEL, T.FLOW_LABEL]
     for r in saved["rows"]:
         res = r["result"]
         assert res["frames"] == 3  # 1 sequence × 4 frames, the first not scored
@@ -266,10 +266,12 @@ def test_micro_tables_3_and_4_end_to_end_shared_and_cached(tmp_path, fake_sim, m
             assert r["train"]["steps"] == 2
     # STNAN is literally the same result in both tables (one run, one evaluation)
     assert saved["rows"][7]["result"] == t3["rows"][2]["result"]
-    # the detector finds the bright straight line of the stand-in sequences
-    assert saved["rows"][-1]["result"]["recall"] > 0.3
+    # the detector finds the bright straight line of the stand-in sequences; flow carries the first mask
+    assert saved["rows"][-2]["result"]["recall"] > 0.3
+    assert saved["rows"][-1]["kind"] == "flow" and saved["rows"][-1]["result"]["params"] == 0
     md = (out / "table4.md").read_text()
-    assert "| PSPNet |" in md and "| STNAN |" in md and "Paper columns: the paper's own figures" in md
+    assert "| PSPNet |" in md and "| STNAN |" in md and "| Optical flow |" in md
+    assert "Paper columns: the paper's own figures" in md
 
     # second run: everything cached
     def boom(*a, **k):
