@@ -58,8 +58,10 @@ class ModelConfig:
     # --- behaviour ---
     freeze_bn: bool = False  # BatchNorm in eval mode during training (STCN practice)
     top_k: int | None = 20  # top-k in the memory read at inference (None = dense)
-    mem_every: int = 5  # a new memory frame every N frames (used by the tracker)
-    mem_frames: int = 9  # memory frames the tracker keeps (first frame always kept)
+    mem_every: int = 5  # training rollout: a new memory frame every N frames (the Tracker has its own
+    #                     `mem_every`, default 5, and writes only confident, consistent frames)
+    mem_frames: int = 9  # memory frames of the training rollout and of the ONNX export's fixed slots (first
+    #                      frame included); the Tracker keeps the first frame plus `mem_cap` (= slots - 1)
 
     def __post_init__(self):
         for f in _TUPLE_FIELDS:
