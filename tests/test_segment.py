@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from needletrack.geometry import line_mask
-from needletrack.track.segment import fit_segment, segment_mask
-from needletrack.track.tracker import fit_segment_scaled
+from needletrack.track.segment import fit_segment, fit_segment_scaled, segment_mask
 
 H = W = 256
 

@@ -50,6 +50,11 @@ class Segment:
         n = float(np.hypot(*d))
         return d / n if n > 0 else np.array([1.0, 0.0])
 
+    def scaled(self, f: float) -> "Segment":
+        """The same segment in coordinates scaled by ``f`` (ends, width and length; scores unchanged)."""
+        return Segment((self.p0[0] * f, self.p0[1] * f), (self.p1[0] * f, self.p1[1] * f), self.width * f,
+                       self.score, self.contrast, self.length * f)
+
     def angle_to(self, other: "Segment") -> float:
         """Unsigned angle between the two lines, degrees (0..90)."""
         c = abs(float(np.dot(self.direction, other.direction)))
@@ -176,6 +181,21 @@ def fit_segment(prob: np.ndarray, prior: Segment | None = None, threshold: float
         for sgn in (-1.0, 1.0)])
     contrast = score - float(side.mean()) if side.size else score
     return Segment((float(q0[0]), float(q0[1])), (float(q1[0]), float(q1[1])), width, score, contrast, length)
+
+
+def fit_segment_scaled(prob: np.ndarray, prior: Segment | None, threshold: float, low: float,
+                       max_turn_deg: float = 12.0, work: int = 320) -> Segment | None:
+    """:func:`fit_segment` on a copy of ``prob`` shrunk so its longer side is at most ``work`` px (bounded
+    cost on large frames), with the prior and the result in frame coordinates."""
+    import cv2
+
+    h, w = prob.shape
+    f = min(1.0, work / max(h, w))
+    if f < 1.0:
+        prob = cv2.resize(prob, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        prior = prior.scaled(f) if prior is not None else None
+    s = fit_segment(prob, prior, threshold=threshold, low=low, max_turn_deg=max_turn_deg)
+    return s.scaled(1.0 / f) if s is not None and f < 1.0 else s
 
 
 def _width(prob, c, u, nrm, ta, tb, threshold, tol) -> float:

@@ -25,7 +25,7 @@ from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
 from needletrack.track.memory import MemoryStore
-from needletrack.track.segment import MotionPrior, Segment, extend_to_mask, fit_segment, segment_mask
+from needletrack.track.segment import MotionPrior, extend_to_mask, fit_segment_scaled, segment_mask
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TrackResult:
     source: str = "model"                  # "prompt" (first frame), "model", "search" (auto, nothing yet)
     memory_frames: list[int] = field(default_factory=list)
     confirmed: bool = True                 # False while an auto-found needle has not been prompted by a person
-    segment_score: float | None = None     # policy "segment": ridge contrast of the fitted segment
+    segment_contrast: float | None = None  # policy "segment": ridge contrast of the fitted segment
 
     def csv_row(self, time_s: float | None = None, spacing_mm=None) -> list:
         """One needle.csv row (CSV_HEADER), formatted from :meth:`as_record`. ``spacing_mm``: [row_mm, col_mm]
@@ -356,20 +356,21 @@ class Tracker:
         return TrackResult(frame_index=i, mask=mask, prob=prob, visible=visible, score=score, tip=tip, tail=tail,
                            angle_deg=angle, path=path, raw_tip=raw_tip, raw_tail=raw_tail, area_px=area,
                            source=source, memory_frames=self.memory.frames, confirmed=self.confirmed,
-                           segment_score=seg.contrast if seg is not None else None)
+                           segment_contrast=seg.contrast if seg is not None else None)
 
     def _segment_decision(self, prob: np.ndarray, img: np.ndarray | None = None):
-        """Policy "segment" (tracker v2, DESIGN §6): fit the needle segment with the last accepted one as prior,
-        decide presence from its length, ridge score and contrast, and keep it consistent over time.
+        """Policy "segment" (tracker v2, docs/tracker.md): fit the needle segment with the last accepted one,
+        carried by the motion prior, as its prior; decide presence from its length, ridge score and contrast, and
+        keep it consistent over time.
 
         * visible needs: length >= ``min_length_frac`` of the frame diagonal, core ridge probability >=
-          ``min_score`` and ridge contrast against the bands beside it >= ``min_contrast``;
+          max(``min_score``, ``segment_min_score``) and ridge contrast against the bands beside it >=
+          ``min_contrast``;
         * a segment turned > ``max_turn_deg`` from the last accepted one, or shifted off its line by more than
           max(4 widths, 6 % of the diagonal), is a jump: it is reported only once it has held for
           ``reacquire_frames`` consecutive frames (a phantom on a tissue line rarely does; a real needle does);
-        * the mask is the segment drawn at its width plus the network mask in a band around it
-          (:func:`needletrack.track.segment.segment_mask`): blobs off the line never enter, and while the
-          needle holds still the dim distal part found by hysteresis stays in, so the mask does not shrink."""
+        * the mask follows ``mask_rule`` (:func:`needletrack.track.segment.segment_mask`); with ``union`` the
+          segment's ends are then moved out to the mask's extent, and that segment is the next frame's prior."""
         h, w = prob.shape
         diag = math.hypot(h, w)
         prior = self._last_seg
@@ -393,34 +394,11 @@ class Tracker:
                     return empty, 0.0, False, None
             self._consistent = not jump
         self._pending = 0
-        self._last_seg = seg
         mask = segment_mask((h, w), seg, prob >= self.threshold, rule=self.mask_rule)
         if self.mask_rule == "union":
             seg = extend_to_mask(seg, mask)
-            self._last_seg = seg
+        self._last_seg = seg
         return mask, seg.score, True, seg
-
-
-def fit_segment_scaled(prob: np.ndarray, prior, threshold: float, low: float, max_turn_deg: float = 12.0,
-                       work: int = 320):
-    """:func:`fit_segment` on a copy of ``prob`` shrunk so its longer side is at most ``work`` px (bounded
-    cost on large frames), with the result in frame coordinates."""
-    import cv2
-
-    h, w = prob.shape
-    f = min(1.0, work / max(h, w))
-    if f < 1.0:
-        small = cv2.resize(prob, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        pr = None
-        if prior is not None:
-            pr = Segment((prior.p0[0] * f, prior.p0[1] * f), (prior.p1[0] * f, prior.p1[1] * f), prior.width * f,
-                         prior.score, prior.contrast, prior.length * f)
-        s = fit_segment(small, pr, threshold=threshold, low=low, max_turn_deg=max_turn_deg)
-        if s is None:
-            return None
-        return Segment((s.p0[0] / f, s.p0[1] / f), (s.p1[0] / f, s.p1[1] / f), s.width / f, s.score, s.contrast,
-                       s.length / f)
-    return fit_segment(prob, prior, threshold=threshold, low=low, max_turn_deg=max_turn_deg)
 
 
 def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,
