@@ -157,14 +157,11 @@ class Stage0Clips:
     def __init__(self, folder: str | os.PathLike, p_nonempty: float = 0.85, max_rotate_deg: float = 3.0,
                  max_shift: float = 0.04, max_scale: float = 0.03, elastic: float = 0.03):
         self.folder = Path(folder)
-        from needletrack.data.splits import SPLITS, split_file
+        from needletrack.data.splits import in_background_split
 
-        self.pairs = _list_image_pairs(self.folder)
+        pairs = _list_image_pairs(self.folder)
         # the shared backgrounds: only their train split (held-out groups and val/test images never train)
-        known = {n for s in SPLITS for n in split_file()["us_backgrounds"][s]}
-        if any(p[0].stem in known for p in self.pairs):
-            train = set(split_file()["us_backgrounds"]["train"])
-            self.pairs = [p for p in self.pairs if p[0].stem in train]
+        self.pairs = [p for p, ok in zip(pairs, in_background_split([p[0].stem for p in pairs], "train")) if ok]
         if not self.pairs:
             raise InputError("no images for stage-0 pseudo-clips", self.folder)
         self.p_nonempty = p_nonempty
@@ -305,7 +302,7 @@ class RealNegativeClips:
     def __init__(self, liver_prob: float = 0.5, gap=(1, 3)):
         from needletrack.data import splits
 
-        self.liver = [f for block in splits.liver_frames("train") for f in [block] if len(block) >= 2]
+        self.liver = [block for block in splits.liver_frames("train") if len(block) >= 2]
         self.stills = [img for img, _m, _meta in splits.background_split("train")]
         if not self.liver and not self.stills:
             raise InputError("no real needle-free data for negative clips (../shared/data absent)")

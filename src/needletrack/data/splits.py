@@ -88,17 +88,24 @@ def background_names(split: str) -> list[str]:
     return list(split_file()["us_backgrounds"][_check_split(split)])
 
 
-def filter_backgrounds(backgrounds: list, split: str) -> list:
-    """Keep the entries of a :func:`needletrack.sim.load_backgrounds` list that belong to ``split``.
+def in_background_split(names, split: str) -> list[bool]:
+    """Which of these image names (no extension) belong to ``split`` of the shared ``us_backgrounds`` set.
 
-    A folder that is not the shared ``us_backgrounds`` set (none of its names is in the split file) is the
-    user's own data and is returned whole."""
+    A folder that is not the shared set (none of its names is in the split file) is the user's own data: every
+    name is kept."""
+    names = list(names)
     every = {n for s in SPLITS for n in split_file()["us_backgrounds"][s]}
-    names = [b[2].get("name") for b in backgrounds]
     if not any(n in every for n in names):
-        return list(backgrounds)
+        return [True] * len(names)
     keep = set(background_names(split))
-    return [b for b in backgrounds if b[2].get("name") in keep]
+    return [n in keep for n in names]
+
+
+def filter_backgrounds(backgrounds: list, split: str) -> list:
+    """Keep the entries of a :func:`needletrack.sim.load_backgrounds` list that belong to ``split``
+    (:func:`in_background_split`: a user's own folder is returned whole)."""
+    flags = in_background_split([b[2].get("name") for b in backgrounds], split)
+    return [b for b, ok in zip(backgrounds, flags) if ok]
 
 
 def background_split(split: str, directory=None, max_side: int | None = None) -> list:
