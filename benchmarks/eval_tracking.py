@@ -191,6 +191,10 @@ def flow_peer(sets_dir: Path, out: Path) -> None:
     """The training-free peer, written in the runner's format (prompt mode only)."""
     from needletrack.eval.peers import FlowPropagator
 
+    if str(REPO / "benchmarks") not in sys.path:      # the runner's own save format (also when imported)
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    from harness_runner import pack_run, save_run
+
     for set_name in ("clinical", "hard", "still"):
         for seq in read_set(sets_dir / set_name):
             frames = [seq.frame(i) for i in range(len(seq))]
@@ -202,13 +206,11 @@ def flow_peer(sets_dir: Path, out: Path) -> None:
                 masks.append(prop.step(f, first if i == 0 else None))
                 ms.append(1000 * (time.perf_counter() - t0))
             m = np.stack(masks)
-            n, h, w = m.shape
+            n = len(m)
             d = out / "prompt" / set_name
             d.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(d / f"{seq.name}.npz", masks=np.packbits(m.reshape(n, -1), axis=1),
-                                shape=np.array([n, h, w]), visible=m.reshape(n, -1).any(1),
-                                score=np.zeros(n, np.float32), tip=np.full((n, 2), np.nan, np.float32),
-                                ms=np.array(ms))
+            save_run(d / f"{seq.name}.npz", pack_run(m, m.reshape(n, -1).any(1), np.zeros(n),
+                                                     np.full((n, 2), np.nan), ms))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -28,6 +28,22 @@ def read_seq(folder: Path):
     return frames, masks
 
 
+def pack_run(masks, visible, score, tip, ms) -> dict:
+    """One sequence's run in the saved format (masks bit-packed); ``eval_tracking.load_run`` reads it back."""
+    masks = np.asarray(masks, bool)
+    n, h, w = masks.shape
+    return {"masks": np.packbits(masks.reshape(n, -1), axis=1), "shape": np.array([n, h, w]),
+            "visible": np.asarray(visible, bool), "score": np.asarray(score, np.float32),
+            "tip": np.asarray(tip, np.float32), "ms": np.asarray(ms, np.float64)}
+
+
+def save_run(path: Path, run: dict) -> None:
+    """Write a packed run atomically (temporary name, then rename)."""
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez_compressed(tmp, **run)
+    os.replace(tmp, path)
+
+
 def run_sequence(tracker, frames, first_mask, mode: str) -> dict:
     n = len(frames)
     h, w = frames[0].shape
@@ -48,8 +64,7 @@ def run_sequence(tracker, frames, first_mask, mode: str) -> dict:
         score[i] = float(r.score)
         if r.tip is not None:
             tip[i] = r.tip
-    return {"masks": np.packbits(masks.reshape(n, -1), axis=1), "shape": np.array([n, h, w]),
-            "visible": visible, "score": score, "tip": tip, "ms": ms}
+    return pack_run(masks, visible, score, tip, ms)
 
 
 def main(argv=None) -> int:
@@ -82,10 +97,7 @@ def main(argv=None) -> int:
                 info["engine_class"] = type(tracker.engine).__name__
             else:
                 tracker.reset()
-            res = run_sequence(tracker, frames, gt[0], args.mode)
-            tmp = out / f".{seq.name}.tmp.npz"
-            np.savez_compressed(tmp, **res)
-            os.replace(tmp, out / f"{seq.name}.npz")
+            save_run(out / f"{seq.name}.npz", run_sequence(tracker, frames, gt[0], args.mode))
     (Path(args.out_dir) / f"runner_{args.mode}.json").write_text(json.dumps(info, indent=1))
     return 0
 
