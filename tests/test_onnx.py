@@ -72,7 +72,7 @@ def test_tracker_parity_torch_vs_onnx(name, clip):
     eng = OnnxEngine(model)
     assert eng.static_memory and eng.is_memory_model and eng.input_hw == (64, 64)
     # random weights: write memory whenever something is visible, every 2 frames, 3 ring slots
-    kw = dict(mem_every=2, mem_cap=3, mem_min_score=0.0)
+    kw = dict(mem_every=2, memory_slots=4, mem_min_score=0.0)
     tr_t, res_t = _track(model, clip, **kw)
     tr_o, res_o = _track(eng, clip, **kw)
     assert tr_o.memory.writes > tr_o.memory.cap + 1, "the clip must wrap the memory ring"

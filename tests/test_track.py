@@ -114,7 +114,7 @@ def test_step_sizes_and_result_fields(tiny):
 
 def test_memory_is_flat_past_the_cap(tiny):
     frames, masks = clip(n=4, h=64, w=64)
-    tr = Tracker(tiny, mem_cap=3, mem_every=2, mem_min_score=0.0, threshold=0.0, policy="mask")  # every prediction "confident" (v1 gate)
+    tr = Tracker(tiny, memory_slots=4, mem_every=2, mem_min_score=0.0, threshold=0.0, policy="mask")  # every prediction "confident" (v1 gate)
     tr.step(frames[0], mask=masks[0])
     sizes, counts = [], []
     for i in range(1, 25):

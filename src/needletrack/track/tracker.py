@@ -104,12 +104,13 @@ class Tracker:
     """Follow one needle through a stream of frames (see module doc)."""
 
     def __init__(self, model_or_engine, *, device: str = "cpu", input_size=None, mem_every: int = 5,
-                 mem_cap: int | None = None, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
+                 memory_slots: int | None = None, top_k="model", threshold: float = 0.5, min_area_px: int | None = None,
                  mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
                  line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0,
                  policy: str = "segment", min_contrast: float = 0.25, min_length_frac: float = 0.03,
                  reacquire_frames: int = 3, max_turn_deg: float = 12.0, low_frac: float = 0.5,
-                 mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True):
+                 mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True,
+                 mem_cap: int | None = None):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
         self.policy = policy
@@ -143,10 +144,16 @@ class Tracker:
         self.smooth = smooth
         self.line_width = line_width
         self.autoinit_cfg = autoinit_cfg
-        if mem_cap is None:  # a fixed-shape engine fixes the slots (first + recent); else first + 8
-            slots = getattr(self.engine, "memory_slots", None)
-            mem_cap = int(slots) - 1 if slots else 8
-        self.memory = MemoryStore(cap=mem_cap, every=mem_every)
+        # memory size, one name across the project: ``memory_slots`` = the first frame + the recent ring. A
+        # fixed-shape engine (ONNX) fixes it; else 9 (the models' ``mem_frames`` default). ``mem_cap`` (the ring
+        # alone, = memory_slots - 1) is the old spelling, still accepted.
+        if memory_slots is None and mem_cap is not None:
+            memory_slots = int(mem_cap) + 1
+        if memory_slots is None:
+            memory_slots = int(getattr(self.engine, "memory_slots", None) or 9)
+        if int(memory_slots) < 2:
+            raise NeedletrackError(f"memory_slots must be at least 2 (the first frame and one recent); got {memory_slots}")
+        self.memory = MemoryStore(cap=int(memory_slots) - 1, every=mem_every)
         self.kalman = TipTailKalman()
         self.reset()
 
