@@ -1,0 +1,129 @@
+"""The needle's echo in a frame: front wall, back wall and lumen reverberations, tip, texture and shadow."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from needletrack.sim.needle import (
+    cnr_to_power, cross_profile, incidence_deg, shaft_cnr, shallow_weight, soft_ends, tip_cnr, tip_profile,
+)
+
+
+class NeedleEchoMixin:
+    """SequenceSimulator method that renders the needle's echo power."""
+
+    def _render_needle(self, Pd, ss, elev, idx, s_tip):
+        """Echo power of the needle (ROI, float32), the shadow factor (ROI) and the median incidence."""
+        probe = self.probe
+        H, W = self.H, self.W
+        pts = Pd[idx]
+        P0, P1 = pts[0], pts[-1]
+        chord = P1 - P0
+        L = float(np.hypot(*chord))
+        dc = chord / L if L > 0 else np.array([1.0, 0.0])
+        nc = np.array([-dc[1], dc[0]])
+        mid = (P0 + P1) / 2
+        bxm, bym = (float(v) for v in probe.beam_dir(mid[0], mid[1]))
+        if nc[0] * bxm + nc[1] * bym < 0:
+            nc = -nc
+        # brightness along the shaft
+        if len(pts) > 2:
+            tang = np.gradient(pts, axis=0)
+        else:
+            tang = np.tile(dc, (len(pts), 1))
+        tn = np.maximum(np.hypot(tang[:, 0], tang[:, 1]), 1e-9)
+        bxs, bys = probe.beam_dir(pts[:, 0], pts[:, 1])
+        inc = np.abs(incidence_deg(bxs, bys, tang[:, 0] / tn, tang[:, 1] / tn) - self.steer)
+        e = elev[idx]
+        sv = ss[idx]
+        # the elevational slice thickens away from the elevation focus (about 1-2 mm): the shaft fades as
+        # it drifts out of it, more so near the probe
+        dfrac = np.clip(probe.depth_px(pts[:, 0], pts[:, 1]) * probe.sp / probe.depth_mm, 0, 1)
+        slab_d = self.slab * (0.75 + 0.5 * dfrac)
+        elev_f = np.exp(-3.0 * (e / slab_d) ** 2)
+        power = cnr_to_power(shaft_cnr(inc), self.ref_power, self.needle_gain_db, self.contrast_scale) * elev_f
+        for s0, w0, d0 in zip(self.drop_s, self.drop_w, self.drop_d):
+            power *= 1 - d0 * np.exp(-((sv - s0) / w0) ** 2)
+        ti = np.clip((s_tip - sv).astype(int), 0, len(self.texture) - 1)
+        power *= self.texture[ti]
+        # the tip: at shallow incidence the specular shaft dominates and the tip is dimmer (tip_ratio, fading
+        # over the last mm); at steep incidence the shaft fades while the bevel still echoes (tip CNR data)
+        wsh = float(shallow_weight(np.median(inc)))
+        tip_pow = 0.0
+        tip_here = abs(float(ss[idx[-1]]) - s_tip) < 1.5
+        if tip_here and wsh < 1.0:
+            tp = cnr_to_power(tip_cnr(inc[-1]), self.ref_power, self.needle_gain_db, self.contrast_scale)
+            tip_pow = float(max(tp - power[-1], 0.0) * elev_f[-1]) * (1.0 - wsh)
+        # cross-section: front wall, back wall and comet tail along the beam
+        bdotn = abs(nc[0] * bxm + nc[1] * bym)
+        # the wall echo is as thick as the axial resolution (along the beam), projected on the shaft normal
+        sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * 0.3 * math.sqrt(max(1 - bdotn ** 2, 0)))
+        sig_u = max(sig_u, 0.7)
+        r = self.width_px / 2
+        spacing = max(self.id_px, 1.5)
+        count = self.reverb_count
+        t_k = (pts - P0) @ dc
+        o_k = (pts - P0) @ nc
+        omin, omax = float(min(o_k.min(), 0)), float(max(o_k.max(), 0))
+        u_top = r + 3 * sig_u + 2 - omin
+        u_bot = -r + (count + 1) * spacing + 3 * sig_u + 2 + omax
+        t_pad = 3 * self.psf.sigma_lat_focus_px + 2
+        tg = np.arange(-t_pad, L + t_pad + 1, 1.0)
+        ug = np.arange(-u_top, u_bot + 1, 1.0)
+        pw_t = np.interp(tg, t_k, power, left=0.0, right=0.0) * soft_ends(tg, 0.0, L, self.psf.sigma_lat_focus_px)
+        if tip_here:
+            pw_t = pw_t * (wsh * tip_profile(tg, L, self.tip_ratio, self.tip_fade_px) + (1.0 - wsh))
+        if self.bend != 0.0:
+            off = np.interp(tg, t_k, o_k)
+            uu = ug[:, None] - off[None, :]
+        else:
+            uu = ug[:, None]
+        # each repeat broken into fragments: an independent slice of the needle's fixed speckle texture
+        th, tw_ = self.needle_tex.shape
+        cols = np.clip((s_tip - (ss[idx[0]] + tg)).astype(int), 0, tw_ - 1)
+        frag = [self.needle_tex[(17 * (k + 1)) % th, cols][None, :] ** 1.5 for k in range(count + 1)]
+        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay, count, self.back_wall, self.fill, frag)
+        strip = prof * pw_t[None, :]
+        # texture: rows = u (clipped to the texture height), columns = distance from the tip
+        rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
+        strip *= self.needle_tex[rows[:, None], cols[None, :]]
+        if tip_pow > 0:
+            sb = max(self.bevel_px / 3, 1.0)
+            tb = np.exp(-0.5 * ((tg - (L - sb)) / sb) ** 2)
+            uc = ug[:, None] - (off[None, :] if self.bend != 0.0 else 0.0) + 0.4 * r
+            ub = np.exp(-0.5 * (uc / max(r * 0.45, sig_u)) ** 2)
+            strip += tip_pow * ub * tb[None, :]
+        strip = strip.astype(np.float32)
+        # strip (col, row) -> display: P0 + (tg0 + col) dc + (ug0 + row) nc
+        org = P0 + tg[0] * dc + ug[0] * nc
+        corners = np.array([org, org + tg[-1] * 0 + (tg[-1] - tg[0]) * dc, org + (ug[-1] - ug[0]) * nc,
+                            org + (tg[-1] - tg[0]) * dc + (ug[-1] - ug[0]) * nc])
+        xa, ya = np.floor(corners.min(0)).astype(int) - 1
+        xb, yb = np.ceil(corners.max(0)).astype(int) + 2
+        xa, ya, xb, yb = max(xa, 0), max(ya, 0), min(xb, W), min(yb, H)
+        if xa >= xb or ya >= yb:
+            pw_roi = ((0, 1, 0, 1), np.zeros((1, 1), np.float32))
+        else:
+            M = np.array([[dc[0], nc[0], org[0] - xa], [dc[1], nc[1], org[1] - ya]], np.float32)
+            pw = cv2.warpAffine(strip, M, (xb - xa, yb - ya), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            pw_roi = ((ya, yb, xa, xb), pw)
+        # faint acoustic shadow under the shaft, along the beam, to the bottom of the image
+        far = 2.0 * max(H, W)
+        b0 = np.array([float(v) for v in probe.beam_dir(P0[0], P0[1])])
+        b1 = np.array([float(v) for v in probe.beam_dir(P1[0], P1[1])])
+        poly = np.array([P0 + nc * r, P1 + nc * r, P1 + nc * r + far * b1, P0 + nc * r + far * b0])
+        sxa = max(int(poly[:, 0].min()) - 4, 0)
+        sxb = min(int(poly[:, 0].max()) + 5, W)
+        sya = max(int(poly[:, 1].min()) - 4, 0)
+        if sxa >= sxb or sya >= H:
+            return pw_roi, ((0, 1, 0, 1), np.ones((1, 1), np.float32)), float(np.median(inc))
+        sh = np.zeros((H - sya, sxb - sxa), np.uint8)
+        q = np.round((poly - [sxa, sya]) * 4).astype(np.int32)
+        cv2.fillPoly(sh, [q], 255, cv2.LINE_AA, shift=2)
+        kk = max(int(self.psf.sigma_lat_focus_px * 2) | 1, 3)
+        sh = cv2.blur(sh, (kk, kk))
+        strength = self.shadow * float(elev_f.mean())
+        shade = 1.0 - np.float32(strength / 255.0) * sh.astype(np.float32)
+        return pw_roi, ((sya, H, sxa, sxb), shade), float(np.median(inc))
