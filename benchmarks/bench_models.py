@@ -4,10 +4,10 @@
     python benchmarks/bench_models.py --names stnan_fast --set '{"input_size": 224}' --set '{"input_size": 192}'
     python benchmarks/bench_models.py --table torch.json ort.json   # Markdown table from `needletrack models --json`
 
-One step = key encoder with flow against the previous frame + memory read of ``mem_frames`` (9) frames
-with top-k + decoder, plus the value encoder every ``mem_every`` (5) frames, at batch 1 and the preset's
-input size. ``--set JSON`` measures variants of each preset (config fields changed). ``--profile`` prints
-onnxruntime's time per operator type. Pin the process to 2 cores (``taskset -c 0,1``) for a fair figure.
+One step = key encoder with flow against the previous frame + memory read of ``memory_slots`` frames (the
+config's ``mem_frames``, 9) with top-k + decoder, plus the value encoder every ``mem_every`` (5) frames, at
+batch 1 and the preset's input size. ``--set JSON`` measures variants of each preset (config fields
+changed). ``--profile`` prints onnxruntime's time per operator type. Pin the process to 2 cores (``taskset -c 0,1``) for a fair figure.
 """
 from __future__ import annotations
 
@@ -25,17 +25,17 @@ def profile_ops(model, cfg, threads: int, runs: int = 20) -> list[tuple[str, flo
 
     import onnxruntime as ort
 
-    from needletrack.commands.models import _streaming_inputs, export_onnx, step_module
+    from needletrack.commands.models import _streaming_inputs, step_module
+    from needletrack.track.onnx_engine import session_options
+    from needletrack.track.onnx_graphs import export_graph
 
     img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "step.onnx"
-        export_onnx(step_module(model, cfg.top_k, state=False), (img, prev, mk, mv), p,
-                    ["image", "prev", "mem_key", "mem_val"], ["logit"])
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        export_graph(step_module(model, cfg.top_k, state=False), (img, prev, mk, mv), p,
+                     ["image", "prev", "mem_key", "mem_val"], ["logit"])
+        so = session_options(threads)       # the engine's options, with profiling on
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(d) / "prof")
         s = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])

@@ -28,7 +28,7 @@ def _streaming_inputs(model, cfg, size=None):
 
     s = size or cfg.input_size
     h = s // 16
-    n = cfg.mem_frames * h * h
+    n = cfg.mem_frames * h * h    # the model config's mem_frames: its default memory_slots
     img = torch.rand(1, 1, s, s)
     mask = (torch.rand(1, 1, s, s) > 0.9).float()
     with torch.no_grad():
@@ -108,26 +108,23 @@ def step_module(model, top_k, state: bool = True):
 
 
 class _StepGraph:
-    """The streaming step as two ONNX graphs: step (key+flow, read, decoder) and value encoder."""
+    """The streaming step as two ONNX graphs: step (key+flow, read, decoder) and value encoder, exported by the
+    project's one exporter and loaded with the engine's session options (``track/onnx_engine.py``)."""
 
     def __init__(self, model, cfg, threads: int = 2):
         import tempfile
         from pathlib import Path
 
-        import onnxruntime as ort
         import torch
 
-        from needletrack.track.onnx_export import graph_wrappers
+        from needletrack.track.onnx_engine import make_session
+        from needletrack.track.onnx_graphs import graph_wrappers
 
         self.cfg = cfg
         img, mask, prev, mk, mv = _streaming_inputs(model, cfg)
         Value = graph_wrappers()[2]
         with torch.no_grad():
             f16 = model.encode_key(img, prev).f16
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
         self.inputs = {"image": img.numpy(), "prev": prev.numpy(), "mem_key": mk.numpy(), "mem_val": mv.numpy()}
         self.vinputs = {"image": img.numpy(), "mask": mask.numpy(), "f16": f16.numpy()}
         with tempfile.TemporaryDirectory() as d:
@@ -135,8 +132,8 @@ class _StepGraph:
             export_onnx(step_module(model, cfg.top_k), (img, prev, mk, mv), p1, ["image", "prev", "mem_key", "mem_val"],
                         ["logit", "key", "f16", "raw16"])
             export_onnx(Value(model), (img, mask, f16), p2, ["image", "mask", "f16"], ["value"])
-            self.step = ort.InferenceSession(str(p1), so, providers=["CPUExecutionProvider"])
-            self.value = ort.InferenceSession(str(p2), so, providers=["CPUExecutionProvider"])
+            self.step = make_session(p1, threads)
+            self.value = make_session(p2, threads)
         # the exporter drops unused inputs (prev without flow)
         self.inputs = {i.name: self.inputs[i.name] for i in self.step.get_inputs()}
         self.vinputs = {i.name: self.vinputs[i.name] for i in self.value.get_inputs()}
@@ -149,16 +146,11 @@ class _StepGraph:
 
 
 def export_onnx(module, args, path, input_names, output_names) -> None:
-    """torch.onnx.export with the TorchScript exporter (opset 17; onnxscript is not installed here)."""
-    import warnings
+    """The project's one exporter, :func:`needletrack.track.onnx_graphs.export_graph` (TorchScript exporter,
+    opset 17, constant folding; ExportError naming the graph); this name stays for its callers."""
+    from needletrack.track.onnx_graphs import export_graph
 
-    import torch
-
-    module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
-                          opset_version=17, dynamo=False, do_constant_folding=True)
+    export_graph(module, args, path, input_names, output_names)
 
 
 def time_onnx(model, cfg, steps: int = 30, warmup: int = 3, threads: int = 2) -> dict:

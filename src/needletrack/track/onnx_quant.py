@@ -137,7 +137,8 @@ def ensure_int8(folder, open_engine, log=None, rebuild: bool = False, sequences:
 
     ``open_engine(folder)`` gives the fp32 engine to calibrate with (``OnnxEngine``; callers use
     :func:`needletrack.track.onnx_engine.ensure_int8`, which passes it)."""
-    from needletrack.track import onnx_export as ox
+    from needletrack.track import onnx_manifest as ox
+    from needletrack.track.onnx_graphs import graph_io
 
     folder = Path(folder)
     man = ox.read_manifest(folder)
@@ -159,7 +160,7 @@ def ensure_int8(folder, open_engine, log=None, rebuild: bool = False, sequences:
 
         with atomic_path(dst) as tmp:
             quantize_graph(src, tmp, records[role])
-        ins, outs = ox._graph_io(dst)
+        ins, outs = graph_io(dst)
         variant[role] = {"file": dst.name, "sha256": ox.file_sha256(dst), "bytes": dst.stat().st_size,
                          "inputs": ins, "outputs": outs}
     man.setdefault("variants", {})["int8"] = variant
