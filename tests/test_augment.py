@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from needletrack.data.augment import AugmentConfig, augment_clip
-from needletrack.train.toy import toy_sequence
+from toy_data import toy_sequence
 
 
 def _clip(seed=0, t=4, size=64):

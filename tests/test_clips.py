@@ -5,7 +5,7 @@ import pytest
 from needletrack.data.clips import (ClipDataset, FolderClips, Stage0Clips, StepBatchSampler, build_source,
                                     _draw_gaps)
 from needletrack.errors import InputError
-from needletrack.train.toy import make_toy_dataset
+from toy_data import make_toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import yaml
 
 from needletrack.cli import main as cli_main
 from needletrack.train.loop import load_checkpoint, train
-from needletrack.train.toy import make_toy_dataset
+from toy_data import make_toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from needletrack.train.toy import make_toy_dataset
+from toy_data import make_toy_dataset
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from needletrack.train.losses import LossConfig, bootstrap_fraction, bootstrapped_bce, compute_loss, dice_loss
-from needletrack.train.rollout import Rollout, rollout, track_sequence
+from needletrack.train.rollout import Rollout, rollout
 
 
 class Q(NamedTuple):
@@ -89,17 +89,6 @@ def test_single_frame_mode_runs_model_on_later_frames():
     assert torch.equal(out, frames[:, 1:] * 10)
 
 
-def test_track_sequence_bounded_memory():
-    m = RecordingModel()
-    frames = torch.rand(12, 1, 32, 32)
-    probs = track_sequence(m, frames, torch.ones(1, 32, 32), mem_every=5, max_memory=2, use_last=False)
-    assert probs.shape == (12, 1, 32, 32)
-    assert torch.equal(probs[0], torch.ones(1, 32, 32))
-    reads = [c[1] for c in m.calls if c[0] == "read"]
-    # memory: first only; frame 5 added (2 frames); frame 10 added but capped at 2 (first kept)
-    assert reads == [4] * 5 + [8] * 5 + [8]
-
-
 def test_losses():
     logits = torch.full((2, 4, 1, 8, 8), -5.0)
     target = torch.zeros_like(logits)
@@ -125,7 +114,7 @@ def test_losses():
 
 def test_loss_decreases_on_a_learnable_clip():
     from needletrack.models import build_model
-    from needletrack.train.toy import toy_sequence
+    from toy_data import toy_sequence
 
     torch.manual_seed(0)
     model = build_model("stnan_tiny")

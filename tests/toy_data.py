@@ -1,5 +1,8 @@
-"""A trivially learnable toy data set (bright straight needle advancing over noisy dark tissue), for
-tests and smoke runs that must not depend on the simulator. Written in the data set folder format."""
+"""A test fixture: a trivially learnable toy data set (bright straight needle advancing over noisy dark
+tissue), for tests that must not depend on the simulator. Written in the data set folder format.
+
+(Was ``needletrack.train.toy``; only tests used it, so it lives with them. Import it as ``toy_data``:
+pytest puts tests/ on ``sys.path``.)"""
 from __future__ import annotations
 
 import math
@@ -40,7 +43,7 @@ def make_toy_dataset(root: str | Path, sequences: int = 2, frames: int = 12, siz
     root = Path(root)
     for i in range(sequences):
         f, m = toy_sequence(frames, size, rng)
-        with SequenceWriter(root, f"toy_{i:03d}", {"fps": 25, "source": "needletrack.train.toy"}) as w:
+        with SequenceWriter(root, f"toy_{i:03d}", {"fps": 25, "source": "tests/toy_data.py"}) as w:
             for k in range(len(f)):
                 w.add(f[k], m[k])
     return root
