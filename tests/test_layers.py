@@ -37,11 +37,11 @@ ALLOWED_UPWARD = {
     ("needletrack.sim.dataset", "needletrack.data.folder"):
         "the simulator writes data-set folders with data.folder.SequenceWriter; the writer moves below sim "
         "(or simulate_dataset moves up to data) with the simulator issue",
-    ("needletrack.track.pipeline", "needletrack.eval.metrics"):
+    ("needletrack.track.cine_to_folder", "needletrack.eval.metrics"):
         "`track --gt` scores as it tracks with MetricAccumulator; the metric core (MetricAccumulator, "
         "confusion, scores) is to move below track, leaving folder evaluation in eval (later in issue 15)",
     ("needletrack.train.validation", "needletrack.eval.metrics"):
-        "training validation scores with the one metric definition; same fix as track.pipeline's "
+        "training validation scores with the one metric definition; same fix as track.cine_to_folder's "
         "(eval sits above train because eval/tables trains models, also issue 15)",
 }
 

@@ -103,7 +103,7 @@ def _run(args, threads: int) -> int:
     from needletrack.sim import simulate_sequence
     from needletrack.track import Tracker
     from needletrack.track.engine import make_engine
-    from needletrack.track.pipeline import track_to_folder
+    from needletrack.track.cine_to_folder import track_to_folder
 
     out = Path(args.out)
     saved = os.environ.get(THREADS_ENV)

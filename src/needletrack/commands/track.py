@@ -34,7 +34,7 @@ def run(args) -> int:
     import sys
 
     from needletrack.errors import NeedletrackError
-    from needletrack.track.pipeline import parse_line
+    from needletrack.track.cine_to_folder import parse_line
 
     first_line = parse_line(args.first_line) if args.first_line else None
     if not (args.first_mask or first_line or args.auto):
@@ -92,7 +92,7 @@ def _sigterm_as_interrupt():
 def _run(args, first_line) -> int:
     import sys
 
-    from needletrack.track.pipeline import track_to_folder
+    from needletrack.track.cine_to_folder import track_to_folder
 
     if args.threads:
         import os
@@ -109,7 +109,7 @@ def _run(args, first_line) -> int:
                               auto=args.auto, overlay=not args.no_overlay, max_frames=args.max_frames,
                               save_prob=args.save_prob,
                               progress=not args.quiet and sys.stderr.isatty(), model_name=str(args.model))
-    from needletrack.track.pipeline import format_summary
+    from needletrack.track.cine_to_folder import format_summary
 
     print(format_summary(summary, args.out))
     for note in summary.get("notes", []):
