@@ -1,6 +1,6 @@
 """Figures of ``needletrack tables``: grouped bars per table and a Figure-7-like panel of hard frames.
 
-Both write PNGs atomically with matplotlib's Agg backend (no display needed).
+Both write PNGs atomically with matplotlib's Agg backend (no display needed; :mod:`needletrack.io.figures`).
 """
 from __future__ import annotations
 
@@ -8,38 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from needletrack.utils import atomic_path
+from needletrack.io.figures import pyplot, save_png
 
 _METRICS = ("iou", "dice", "precision", "recall", "f1")
 _NAMES = {"iou": "IoU", "dice": "Dice", "precision": "Precision", "recall": "Recall", "f1": "F1"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_png(fig, path: str | Path) -> Path:
-    """Lay out, write ``fig`` as a PNG atomically, close it; the path written."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 def table_bars(doc: dict, path: str | Path) -> Path:
     """Our IoU/Dice/Precision/Recall/F1 per row as grouped bars; the paper's figures (where known) as
     black-edged diamonds of the metric's colour on the same positions; our CPU FPS and the paper's GPU FPS
     printed under each row's name."""
-    plt = _plt()
+    plt = pyplot()
     rows = doc["rows"]
     prow = (doc.get("paper") or {}).get("rows") or {}
     n, m = len(rows), len(_METRICS)
@@ -75,7 +54,7 @@ def table_bars(doc: dict, path: str | Path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=6 if any_paper else 5, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _overlay(img: np.ndarray, mask: np.ndarray | None, color=(1.0, 0.2, 0.2)) -> np.ndarray:
@@ -90,7 +69,7 @@ def _overlay(img: np.ndarray, mask: np.ndarray | None, color=(1.0, 0.2, 0.2)) ->
 def figure7_panel(seqs: list[dict], hard: list[tuple[int, int]], rows: list[tuple[str, dict]], path: str | Path,
                   title: str = "") -> Path:
     """One row per hard frame: the image, the ground truth (green), then each model's mask (red)."""
-    plt = _plt()
+    plt = pyplot()
     nr = max(1, len(hard))
     nc = 2 + len(rows)
     fig, axes = plt.subplots(nr, nc, figsize=(1.6 * nc, 1.7 * nr + 0.5), dpi=110, squeeze=False)
@@ -113,4 +92,4 @@ def figure7_panel(seqs: list[dict], hard: list[tuple[int, int]], rows: list[tupl
             axes[i, j].axis("off")
     if title:
         fig.suptitle(title, fontsize=8)
-    return _save_png(fig, path)
+    return save_png(fig, path)

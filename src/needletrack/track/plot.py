@@ -2,7 +2,7 @@
 
 Three panels over the frame index, like the web page's plot: tip x and y (pixels), the needle's angle
 (degrees) and the score, with the frames where the needle is visible shaded. Written atomically with
-matplotlib's Agg backend (no display needed).
+matplotlib's Agg backend (no display needed; :mod:`needletrack.io.figures`).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from needletrack.utils import atomic_path
+from needletrack.io.figures import pyplot, save_png
 
 PLOT_NAME = "plot.png"
 
@@ -25,11 +25,7 @@ def rows_from_result(res) -> tuple:
 
 def write_track_plot(rows, path, title: str | None = None) -> Path:
     """Write the per-frame plot of ``rows`` (tuples from :func:`rows_from_result`) to ``path`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     a = np.array([r for r in rows], dtype=np.float64).reshape(-1, 6)
     frame, vis, score, tx, ty, ang = a.T
     fig, axes = plt.subplots(3, 1, figsize=(7.0, 5.2), dpi=100, sharex=True)
@@ -50,9 +46,4 @@ def write_track_plot(rows, path, title: str | None = None) -> Path:
     axes[2].set_xlabel("frame (shaded: needle visible)")
     if title:
         axes[0].set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
