@@ -230,6 +230,8 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         anat = scene(rng, cfg, (Hc, Wc), probe.sp, m, depth_px,
                       atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
         S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 1, line_px)
+        # the speckle-reduction strength comes from the frame stream (the sequence's other draws keep their values)
+        S[0] = bmode.speckle_reduction(S[0], psf, _u(self.frame_rng, cfg.speckle_reduction))
         # the second realization: the same field mirrored laterally (an uncorrelated pattern with the same
         # depth-dependent PSF, at half the cost of a second draw)
         S.append(np.ascontiguousarray(S[0][:, ::-1]))
