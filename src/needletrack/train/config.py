@@ -1,4 +1,9 @@
-"""Training configuration: a YAML file merged over ``DEFAULTS``; unknown keys are errors.
+"""Training configuration: ``TrainConfig``, a typed dataclass read from a YAML file; unknown keys are errors.
+
+The defaults are the dataclasses' field defaults (one place); a YAML file (or a dict) is merged over them,
+section by section (``augment``, ``loss``, ``data.sources`` and ``val.tracker`` are replaced whole), then
+checked, then typed. ``TrainConfig.to_dict()`` is the resolved config as a plain dict: what ``config.yaml``,
+``summary.json``, the checkpoint and the weights' metadata hold, and what ``from_dict`` reads back.
 
 Relative paths in the config (data roots, backgrounds, init weights) are resolved against the current
 working directory; optional folders (real backgrounds, stage-0 images) are skipped when absent.
@@ -6,65 +11,190 @@ working directory; optional folders (real backgrounds, stage-0 images) are skipp
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from needletrack.data.augment import AugmentConfig
 from needletrack.errors import InputError
+from needletrack.train.losses import LossConfig
 
-DEFAULTS: dict = {
-    "seed": 0,
-    "model": "stnan_fast",      # preset name, or {preset: NAME, <ModelConfig field>: value, ...}
-    "init": None,               # weights (.safetensors or name) to start from, e.g. for fine-tuning
-    "size": None,               # training/validation frame side; null = the model's input_size
-    "steps": 1000,
-    "batch_size": 4,            # per process (rank)
-    "clip": {"frames": 5, "gap": [5, 10], "reverse_prob": 0.5},
-    "data": {
-        "sources": [
-            {"kind": "sim", "weight": 1.0, "presets": {"easy": 1, "clinical": 2, "hard": 1},
-             "backgrounds": "../shared/data/us_backgrounds", "background_prob": 0.5},
-        ],
-        "num_workers": None,    # null = min(cores - 1, 12) (per process under torchrun: cores / local ranks)
-        "prefetch_factor": 4,
-        "start_method": "spawn",  # DataLoader worker start: spawn (safe with OpenCV) | forkserver | fork
-    },
-    "augment": {},              # AugmentConfig fields; {enabled: false} turns augmentation off
-    "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8},
-    "schedule": {
-        "warmup": 100,          # linear warm-up steps from warmup_start * lr
-        "warmup_start": 0.01,
-        "decay": "cosine",      # cosine | step | none
-        "min_lr_ratio": 0.02,   # cosine floor
-        "milestones": [],       # step decay: steps (or fractions of `steps` when < 1) where LR *= gamma
-        "gamma": 0.2,           # the paper's LR x 0.2
-    },
-    "loss": {},                 # LossConfig fields (bce, bootstrap_bce, dice weights, ...)
-    "grad_clip": 1.0,           # max global gradient norm; null/0 = off
-    "ema": None,                # decay of an exponential moving average of the weights (e.g. 0.998); null = off.
-                                # when on, validation and the best/last weights use the average
-    "amp": "auto",              # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    "freeze_bn": None,          # null = the model config's freeze_bn; true = BatchNorm stats and affine frozen
-    "detach_memory": False,     # stop gradients through predictions written to memory
-    "val": {
-        "every": 200,           # steps; 0 = only at the end
-        "root": None,           # a data set folder to validate on instead of simulated sequences
-        "sequences": 8,         # simulated validation split: the named sets val/<preset> of needletrack.data.splits
-        "frames": 30,
-        "presets": ["clinical", "hard"],
-        "seed": 900000,         # unused since the harness's named sets (kept so old configs still load)
-        "frame_step": 1,        # unused, as seed
-        "backgrounds": "../shared/data/us_backgrounds",
-        "save": False,          # also write the simulated split to OUT/val (data set folder)
-        "tracker": {},          # options of the Tracker that validates (the shipped streaming policy)
-        "mem_every": None,      # unused since validation runs the Tracker (kept so old configs still load)
-        "mem_frames": None,     # unused, as mem_every
-        "top_k": "model",       # unused, as mem_every
-        "use_last": True,       # unused, as mem_every
-    },
-    "log_every": 10,
-    "checkpoint_every": 200,
-    "tensorboard": True,        # used when the tensorboard package is installed
-}
+
+def _sim_source() -> dict:
+    return {"kind": "sim", "weight": 1.0, "presets": {"easy": 1, "clinical": 2, "hard": 1},
+            "backgrounds": "../shared/data/us_backgrounds", "background_prob": 0.5}
+
+
+@dataclass
+class ClipConfig:
+    frames: int = 5                                             # frames per training clip (T)
+    gap: list[int] = field(default_factory=lambda: [5, 10])     # [lo, hi] frames between two clip frames
+    reverse_prob: float = 0.5                                   # chance of playing a clip backwards
+
+
+@dataclass
+class DataConfig:
+    sources: list[dict] = field(default_factory=lambda: [_sim_source()])  # {kind: sim|folder|stage0|..., ...}
+    num_workers: int | None = None  # null = min(cores - 1, 12) (per process under torchrun: cores / local ranks)
+    prefetch_factor: int = 4
+    start_method: str = "spawn"     # DataLoader worker start: spawn (safe with OpenCV) | forkserver | fork
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"             # adamw | adam (Adam: weight_decay is L2 added to the gradient)
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    warmup: int = 100               # linear warm-up steps from warmup_start * lr
+    warmup_start: float = 0.01
+    decay: str = "cosine"           # cosine | step | none
+    min_lr_ratio: float = 0.02      # cosine floor
+    milestones: list[float] = field(default_factory=list)  # step decay: steps (or fractions of `steps` when
+    #                                                        < 1) where LR *= gamma
+    gamma: float = 0.2              # the paper's LR x 0.2
+
+
+@dataclass
+class ValConfig:
+    """Validation: each sequence is tracked from its first mask by the shipped ``Tracker`` (its own streaming
+    memory: ``memory_slots``, ``mem_every``, set through ``tracker``), and scored (train/validation.py)."""
+
+    every: int = 200                # steps; 0 = only at the end
+    root: str | None = None         # a data set folder to validate on instead of simulated sequences
+    sequences: int = 8              # simulated validation split: the named sets val/<preset> of data.splits
+    frames: int = 30
+    presets: list[str] = field(default_factory=lambda: ["clinical", "hard"])
+    backgrounds: str | None = "../shared/data/us_backgrounds"
+    save: bool = False              # also write the simulated split to OUT/val (data set folder)
+    tracker: dict = field(default_factory=dict)  # Tracker options (e.g. memory_slots, mem_every, min_score)
+    # not read since validation runs the Tracker (the set names fix seeds and steps, the Tracker its memory);
+    # kept so that old configs and checkpoints still load. Use `tracker: {memory_slots: N, mem_every: M}`.
+    seed: int = 900000
+    frame_step: int | None = 1
+    mem_every: int | None = None
+    mem_frames: int | None = None
+    top_k: str | int | None = "model"
+    use_last: bool = True
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    model: str | dict = "stnan_fast"   # preset name, or {preset: NAME, <ModelConfig field>: value, ...}
+    init: str | None = None            # weights (.safetensors or name) to start from, e.g. for fine-tuning
+    size: int | None = None            # training/validation frame side; null = the model's input_size
+    steps: int = 1000
+    batch_size: int = 4                # per process (rank)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # {enabled: false} turns augmentation off
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)           # bce, bootstrap_bce, dice weights, ...
+    grad_clip: float | None = 1.0      # max global gradient norm; null/0 = off
+    ema: float | None = None           # decay of an exponential moving average of the weights (e.g. 0.998);
+    #                                    null = off. When on, validation and the best/last weights use it
+    amp: str = "auto"                  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    freeze_bn: bool | None = None      # null = the model config's freeze_bn; true = BatchNorm frozen
+    detach_memory: bool = False        # stop gradients through predictions written to memory
+    val: ValConfig = field(default_factory=ValConfig)
+    log_every: int = 10
+    checkpoint_every: int = 200        # steps; 0 = only when the run stops
+    tensorboard: bool = True           # used when the tensorboard package is installed
+
+    # -- (de)serialisation --
+    @classmethod
+    def from_dict(cls, raw: dict | None = None, overrides: dict | None = None) -> "TrainConfig":
+        """Merge ``raw`` (then ``overrides``) over the defaults, check and type it; errors are InputError."""
+        try:
+            d = _merge(DEFAULTS, raw or {}, "")
+            if overrides:
+                d = _merge(d, overrides, "")
+            validate(d)
+            return cls._typed(d)
+        except (ValueError, TypeError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"invalid config: {e}") from None
+
+    @classmethod
+    def _typed(cls, d: dict) -> "TrainConfig":
+        c, o, s, v = d["clip"], d["optim"], d["schedule"], d["val"]
+        opt_int = (lambda x: None if x is None else int(x))
+        opt_float = (lambda x: None if x is None else float(x))
+        return cls(
+            seed=int(d["seed"]), model=copy.deepcopy(d["model"]), init=d["init"], size=opt_int(d["size"]),
+            steps=int(d["steps"]), batch_size=int(d["batch_size"]),
+            clip=ClipConfig(int(c["frames"]), [int(g) for g in c["gap"]], float(c["reverse_prob"])),
+            data=DataConfig(copy.deepcopy(d["data"]["sources"]), opt_int(d["data"]["num_workers"]),
+                            int(d["data"]["prefetch_factor"]), str(d["data"]["start_method"])),
+            augment=AugmentConfig.from_dict(d["augment"]),
+            optim=OptimConfig(o["name"], float(o["lr"]), float(o.get("weight_decay", 0.0)),
+                              [float(b) for b in o["betas"]], float(o["eps"])),
+            schedule=ScheduleConfig(int(s["warmup"]), float(s["warmup_start"]), s["decay"],
+                                    float(s["min_lr_ratio"]), [float(m) for m in s["milestones"]],
+                                    float(s["gamma"])),
+            loss=LossConfig.from_dict(d["loss"]),
+            grad_clip=opt_float(d["grad_clip"]), ema=opt_float(d["ema"]),
+            amp="off" if d["amp"] in (False, None) else d["amp"],
+            freeze_bn=None if d["freeze_bn"] is None else bool(d["freeze_bn"]),
+            detach_memory=bool(d["detach_memory"]),
+            val=ValConfig(int(v["every"]), v["root"], int(v["sequences"]), int(v["frames"]), list(v["presets"]),
+                          v["backgrounds"], bool(v["save"]), dict(v["tracker"] or {}), int(v["seed"]),
+                          v["frame_step"], v["mem_every"], v["mem_frames"], v["top_k"], v["use_last"]),
+            log_every=int(d["log_every"]), checkpoint_every=int(d["checkpoint_every"] or 0),
+            tensorboard=bool(d["tensorboard"]),
+        )
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain YAML/JSON data (lists, not tuples)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+    # -- derived --
+    def model_config(self):
+        """The ModelConfig the training config asks for (``freeze_bn`` applied where set)."""
+        from needletrack.models import get_config
+        from needletrack.models.config import ModelConfig
+
+        m = self.model
+        if isinstance(m, str):
+            mcfg = get_config(m)
+        elif isinstance(m, dict):
+            m = dict(m)
+            preset = m.pop("preset", None)
+            mcfg = (ModelConfig.from_dict(m) if preset is None else get_config(preset).replace(**m)).validate()
+        else:
+            raise InputError(f"'model' must be a preset name or a mapping, got {type(m).__name__}")
+        if self.freeze_bn is not None and hasattr(mcfg, "freeze_bn"):
+            mcfg = mcfg.replace(freeze_bn=bool(self.freeze_bn))
+        return mcfg
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the update made at ``step`` (0-based)."""
+        return self.optim.lr * schedule_lr(self, step)
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+DEFAULTS: dict = TrainConfig().to_dict()
+_WHOLE = ("augment", "loss")   # sections replaced whole, not merged key by key (their classes fill the rest)
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
@@ -72,15 +202,15 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     for k, v in over.items():
         if k not in base:
             raise InputError(f"unknown config key '{where}{k}'")
-        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and k not in ("augment", "loss"):
+        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and (where or k not in _WHOLE):
             out[k] = _merge(base[k], v, f"{where}{k}.")
         else:
             out[k] = copy.deepcopy(v)
     return out
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
-    """Read a training YAML (or just DEFAULTS when ``path`` is None) and validate it."""
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Read a training YAML (or just the defaults when ``path`` is None), check it and type it."""
     import yaml
 
     raw: dict = {}
@@ -95,18 +225,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         if not isinstance(raw, dict):
             raise InputError("config must be a YAML mapping", p)
     try:
-        cfg = _merge(DEFAULTS, raw, "")
-        if overrides:
-            cfg = _merge(cfg, overrides, "")
-        validate(cfg)
+        return TrainConfig.from_dict(raw, overrides)
     except InputError as e:
         raise InputError(str(e), path) if path is not None else e
-    except (ValueError, TypeError) as e:
-        raise InputError(f"invalid config: {e}", path) from None
-    return cfg
 
 
 def validate(cfg: dict) -> None:
+    """Check a merged config dict (before typing); raises InputError naming the key."""
     def bad(msg):
         raise InputError(msg)
 
@@ -157,52 +282,34 @@ def validate(cfg: dict) -> None:
     if not 0 <= int(v["seed"]) < 2 ** 31 - int(v["sequences"]):
         bad("val.seed must be in [0, 2**31) (training simulator seeds are >= 2**31)")
     # sub-configs validated by their own classes
-    from needletrack.data.augment import AugmentConfig
-    from needletrack.train.losses import LossConfig
-
     AugmentConfig.from_dict(cfg["augment"])
     LossConfig.from_dict(cfg["loss"])
 
 
-def model_config(cfg: dict):
-    """The ModelConfig the training config asks for."""
-    from needletrack.models import get_config
-    from needletrack.models.config import ModelConfig
-
-    m = cfg["model"]
-    if isinstance(m, str):
-        return get_config(m)
-    if isinstance(m, dict):
-        m = dict(m)
-        preset = m.pop("preset", None)
-        if preset is None:
-            return ModelConfig.from_dict(m).validate()
-        return get_config(preset).replace(**m).validate()
-    raise InputError(f"'model' must be a preset name or a mapping, got {type(m).__name__}")
+def model_config(cfg: TrainConfig):
+    """The ModelConfig the training config asks for (``TrainConfig.model_config``)."""
+    return cfg.model_config()
 
 
-def schedule_lr(cfg: dict, step: int) -> float:
+def schedule_lr(cfg: TrainConfig, step: int) -> float:
     """Learning-rate factor (times optim.lr) for the update made at ``step`` (0-based): linear warm-up,
     then cosine to ``min_lr_ratio``, or x gamma at each milestone, or constant."""
-    s = cfg["schedule"]
-    total = cfg["steps"]
-    warm = int(s["warmup"])
+    s = cfg.schedule
+    total = cfg.steps
+    warm = s.warmup
     if warm > 0 and step < warm:
-        a = float(s["warmup_start"])
+        a = s.warmup_start
         return a + (1.0 - a) * step / warm
-    if s["decay"] == "cosine":
-        import math
-
+    if s.decay == "cosine":
         span = max(1, total - warm)
         t = min(1.0, (step - warm) / span)
-        lo = float(s["min_lr_ratio"])
+        lo = s.min_lr_ratio
         return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
-    if s["decay"] == "step":
+    if s.decay == "step":
         f = 1.0
-        for m in s["milestones"]:
-            m = float(m)
+        for m in s.milestones:
             at = int(round(m * total)) if m < 1 else int(m)
             if step >= at:
-                f *= float(s["gamma"])
+                f *= s.gamma
         return f
     return 1.0

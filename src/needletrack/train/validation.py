@@ -1,6 +1,7 @@
 """Validation during training: a fixed split (simulated once, or a data set folder), scored by TRACKING
-each sequence with the streaming rollout from its first mask, with the metrics of docs/design.md §5
-(``needletrack.eval.metrics``)."""
+each sequence from its first mask with the shipped :class:`~needletrack.track.Tracker` (its streaming memory,
+``memory_slots`` and ``mem_every``, and its segment policy: the ``val.tracker`` options), with the metrics of
+docs/design.md §5 (``needletrack.eval.metrics``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 
 from needletrack.errors import InputError
+from needletrack.train.config import ValConfig
 
 
 @dataclass
@@ -29,16 +31,17 @@ def _resize_seq(frames, masks, size):
     return f, m
 
 
-def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None, log=print) -> list[ValSequence]:
-    """The validation split: ``vcfg['root']`` (data set folder) or the harness's simulated validation sets
-    (``val/<preset>`` for each of ``vcfg['presets']``, plus ``val/clinical+real`` where backgrounds are
+def build_val_set(vcfg: ValConfig, size: tuple[int, int], out_dir: Path | None = None,
+                  log=print) -> list[ValSequence]:
+    """The validation split: ``vcfg.root`` (data set folder) or the harness's simulated validation sets
+    (``val/<preset>`` for each of ``vcfg.presets``, plus ``val/clinical+real`` where backgrounds are
     given), each starting at the first visible needle. Deterministic; optionally written to ``out_dir``.
-    ``vcfg['seed']`` and ``vcfg['frame_step']`` are no longer used: the set names fix seeds and steps."""
+    ``vcfg.seed`` and ``vcfg.frame_step`` are no longer used: the set names fix seeds and steps."""
     seqs: list[ValSequence] = []
-    if vcfg.get("root"):
+    if vcfg.root:
         from needletrack.data.folder import list_sequences, read_sequence
 
-        for p in list_sequences(vcfg["root"]):
+        for p in list_sequences(vcfg.root):
             s = read_sequence(p)
             if s.mask_paths is None or len(s.mask_paths) != len(s):
                 raise InputError("validation sequence needs one mask per frame", p)
@@ -51,12 +54,12 @@ def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None
 
     # the harness's named validation sets (needletrack.data.splits): one per preset, plus the clinical set
     # over the val split of the real backgrounds when they are present; sequences dealt round-robin
-    names = [f"val/{p}" for p in vcfg["presets"]]
-    bg_dir = vcfg.get("backgrounds")
+    names = [f"val/{p}" for p in vcfg.presets]
+    bg_dir = vcfg.backgrounds
     bgs = splits.background_split("val", bg_dir) if bg_dir and Path(bg_dir).is_dir() else []
     if bgs:
         names.append("val/clinical+real")
-    n, t = int(vcfg["sequences"]), int(vcfg["frames"])
+    n, t = vcfg.sequences, vcfg.frames
     per = [n // len(names) + (1 if k < n % len(names) else 0) for k in range(len(names))]
     sz = size[0] if size[0] == size[1] else tuple(size)
     for name, count in zip(names, per):
@@ -75,17 +78,17 @@ def build_val_set(vcfg: dict, size: tuple[int, int], out_dir: Path | None = None
     return seqs
 
 
-def evaluate_model(model, val_set: list[ValSequence], vcfg: dict, device, autocast_dtype=None,
+def evaluate_model(model, val_set: list[ValSequence], vcfg: ValConfig, device, autocast_dtype=None,
                    threshold: float = 0.5) -> dict:
     """Track every validation sequence from its first mask with the shipped streaming policy (the
     :class:`~needletrack.track.Tracker`, the one loop that the CLI, the services and the benchmarks use), so
     that ``best.safetensors`` is picked by the tracker we ship; returns ``{"overall": metrics, "<group>":
-    metrics, ...}`` (pooled over scored frames). ``vcfg['tracker']`` may set Tracker options (e.g. policy,
-    min_score); ``autocast_dtype`` is not used by the tracker (kept for the caller's signature)."""
+    metrics, ...}`` (pooled over scored frames). ``vcfg.tracker`` may set Tracker options (e.g. policy,
+    min_score, memory_slots); ``autocast_dtype`` is not used by the tracker (kept for the caller's signature)."""
     from needletrack.eval.metrics import MetricAccumulator
     from needletrack.track import Tracker
 
-    opts = dict(vcfg.get("tracker") or {})
+    opts = dict(vcfg.tracker or {})
     opts.setdefault("threshold", threshold)
     was_training = model.training
     model.eval()
