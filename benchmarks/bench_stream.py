@@ -8,7 +8,7 @@ The stream is a simulated insertion (needletrack.sim, preset "clinical") of ``--
 forwards and backwards for as long as needed (the tracker's cost does not depend on the pixels, and
 simulating 10,000 frames would time the simulator, not the tracker). Every ``--mem-every`` frames the
 tracker writes a memory frame (``--always-write`` forces writes even from an untrained model, so the
-memory store really fills to its cap and wraps many times).
+memory store really fills its ``--memory-slots`` and its ring wraps many times).
 
 At each checkpoint it reports the mean and median ms/frame over the last ``--window`` frames, the process's
 peak RSS (``ru_maxrss``) and current RSS, and the memory store's size. Pass: the last checkpoint is within
@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=200, help="frames averaged at each checkpoint")
     ap.add_argument("--clip", type=int, default=120, help="simulated frames, played back and forth")
     ap.add_argument("--mem-every", type=int, default=5)
-    ap.add_argument("--mem-cap", type=int, default=8)
+    ap.add_argument("--memory-slots", type=int, default=None,
+                    help="memory size: the first frame + the recent ring (default 9)")
+    ap.add_argument("--mem-cap", type=int, default=None, help=argparse.SUPPRESS)  # old: the ring alone (slots - 1)
     ap.add_argument("--always-write", action="store_true",
                     help="write memory frames whatever the confidence (use with untrained models)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", default="torch", choices=("torch", "onnx"), help="inference engine")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
+    if args.memory_slots is None:
+        args.memory_slots = 9 if args.mem_cap is None else args.mem_cap + 1
 
     import torch
 
@@ -96,7 +100,7 @@ def main(argv=None) -> int:
     from needletrack.track import make_engine
 
     engine = make_engine(model.to(args.device), device=args.device, engine=args.engine)
-    tracker = Tracker(engine, mem_every=args.mem_every, mem_cap=args.mem_cap,
+    tracker = Tracker(engine, mem_every=args.mem_every, memory_slots=args.memory_slots,
                       **({"mem_min_score": 0.0, "threshold": 0.0} if args.always_write else {}))
     size = args.size or tracker.input_hw[0]
     clip, first = make_clip(args.clip, size, args.seed)
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
     rss_ratio = last_row["peak_rss_mb"] / first_row["peak_rss_mb"]
     ok = abs(ms_ratio - 1) <= args.tolerance and abs(rss_ratio - 1) <= args.tolerance
     result = {"model": label, "size": size, "frames": args.frames, "threads": torch.get_num_threads(),
-              "window": args.window, "mem_every": args.mem_every, "mem_cap": args.mem_cap,
+              "window": args.window, "mem_every": args.mem_every, "memory_slots": args.memory_slots,
               "checkpoints": rows, "ms_ratio_last_first": ms_ratio, "peak_rss_ratio_last_first": rss_ratio,
               "tolerance": args.tolerance, "clock": args.clock, "device": args.device,
               "engine": engine.name, "flat": bool(ok), "wall_s": time.perf_counter() - t_all}

@@ -328,10 +328,13 @@ def test_cli_export_onnx(tmp_path, capsys):
     from needletrack.cli import main
 
     out = tmp_path / "exp"
-    assert main(["export-onnx", "--model", "stnan_tiny", "--untrained", "--out", str(out), "--slots", "4"]) == 0
+    assert main(["export-onnx", "--model", "stnan_tiny", "--untrained", "--out", str(out), "--memory-slots", "4"]) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["memory_slots"] == 4 and man["memory_positions"] == 4 * 16
-    # re-export over a previous export is fine; a non-empty other folder is refused
+    # re-export over a previous export is fine (--slots: the old spelling of --memory-slots, still accepted)
+    assert main(["export-onnx", "--model", "stnan_tiny", "--untrained", "--out", str(out), "--slots", "3"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["memory_slots"] == 3
+    # a non-empty other folder is refused
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")
     capsys.readouterr()

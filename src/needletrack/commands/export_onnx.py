@@ -1,6 +1,8 @@
 """`needletrack export-onnx`: the model as deployed graphs (key, value, memory read, decoder) + manifest."""
 from __future__ import annotations
 
+import argparse
+
 HELP = ("Export a model to ONNX for the onnxruntime engine: key encoder (+flow), value encoder, memory read "
         "(fixed memory slots) and decoder graphs with a manifest.")
 
@@ -10,9 +12,10 @@ def add_arguments(p) -> None:
                    help="model name (weights/<name>.safetensors) or checkpoint path (default: default)")
     p.add_argument("--out", required=True, help="output folder (created; a previous export there is replaced)")
     p.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
-    p.add_argument("--slots", type=int, default=None,
-                   help="memory slots in the read graph: the first frame + the ring (default: the model's "
-                        "mem_frames, 9)")
+    p.add_argument("--memory-slots", type=int, default=None, dest="memory_slots",
+                   help="memory slots in the read graph: the first frame + the recent ring (default: the "
+                        "model config's mem_frames, 9)")
+    p.add_argument("--slots", type=int, default=None, dest="memory_slots", help=argparse.SUPPRESS)  # old spelling
     p.add_argument("--int8", action="store_true",
                    help="also write static int8 (QDQ) graphs calibrated on simulated frames")
     p.add_argument("--untrained", action="store_true",
@@ -44,13 +47,13 @@ def run(args) -> int:
                                "choose an empty or new folder", out)
     if args.size is not None and (args.size < 32 or args.size % 32):
         raise NeedletrackError(f"--size must be a positive multiple of 32, got {args.size}")
-    if args.slots is not None and args.slots < 2:
-        raise NeedletrackError(f"--slots must be >= 2, got {args.slots}")
+    if args.memory_slots is not None and args.memory_slots < 2:
+        raise NeedletrackError(f"--memory-slots (--slots) must be >= 2, got {args.memory_slots}")
     t0 = time.perf_counter()
     from needletrack.track.onnx_export import export_model, file_sha256
 
     model, src = _load(args)
-    man = export_model(model, out, input_hw=args.size, memory_slots=args.slots, source=src,
+    man = export_model(model, out, input_hw=args.size, memory_slots=args.memory_slots, source=src,
                        source_sha256=file_sha256(src) if src else None)
     print(f"exported {man['model']} at {man['input_size'][0]}x{man['input_size'][1]} to {out}: "
           + ", ".join(f"{g['file']} ({g['bytes'] / 1e6:.1f} MB)" for g in man["graphs"].values())

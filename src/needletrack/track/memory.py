@@ -2,9 +2,10 @@
 
 Slot 0 holds the first (prompted) frame for ever. Slots 1..``cap`` are a ring buffer of the most recent
 memory frames (a new one every ``every`` frames, written by the tracker only when its prediction is
-confident). Keys and values live in buffers allocated once (``1×Ck×S·hw`` and ``1×Cv×S·hw``, S = 1 + cap)
-with a ``valid`` mask (``1×S·hw`` bool) marking the filled slots, so an engine with fixed shapes (ONNX) can
-read all slots every frame; an engine with dynamic shapes reads only the filled prefix (:meth:`view`).
+confident). Keys and values live in buffers allocated once (``1×Ck×S·hw`` and ``1×Cv×S·hw``, S =
+``memory_slots`` = 1 + cap) with a ``valid`` mask (``1×S·hw`` bool) marking the filled slots, so an engine
+with fixed shapes (ONNX) can read all slots every frame; an engine with dynamic shapes reads only the filled
+prefix (:meth:`view`).
 
 Slots fill in order 0, 1, 2, ... and then the ring overwrites 1..cap, so the filled slots are always a
 prefix; the positions' order does not matter to the attention readout.
@@ -13,17 +14,25 @@ from __future__ import annotations
 
 
 class MemoryStore:
-    def __init__(self, cap: int = 8, every: int = 5):
+    """``memory_slots``: the memory size, the project's one name for it (the first frame + the recent ring;
+    the tracker's ``memory_slots``, the ONNX manifest's). ``cap`` is the ring alone (``memory_slots - 1``), the
+    older spelling, used when ``memory_slots`` is not given."""
+
+    def __init__(self, cap: int = 8, every: int = 5, *, memory_slots: int | None = None):
+        if memory_slots is not None:
+            if int(memory_slots) < 2:
+                raise ValueError("memory_slots must be >= 2 (the first frame and at least one recent)")
+            cap = int(memory_slots) - 1
         if cap < 1:
             raise ValueError("cap must be >= 1")
         if every < 1:
             raise ValueError("every must be >= 1")
         self.cap = int(cap)
         self.every = int(every)
-        self.slots = 1 + self.cap
+        self.memory_slots = 1 + self.cap
         self.keys = self.vals = self.valid = None
         self.hw = 0
-        self.slot_frame: list[int | None] = [None] * self.slots
+        self.slot_frame: list[int | None] = [None] * self.memory_slots
         self._next = 1
         self.writes = 0
 
@@ -35,13 +44,18 @@ class MemoryStore:
         if tuple(val.shape)[2:] != (h, w):
             raise ValueError(f"key {tuple(key.shape)} and value {tuple(val.shape)} grids differ")
         self.hw = h * w
-        n = self.slots * self.hw
+        n = self.memory_slots * self.hw
         self.keys = engine.zeros((1, ck, n))
         self.vals = engine.zeros((1, cv, n))
         self.valid = engine.zeros((1, n), dtype="bool")
-        self.slot_frame = [None] * self.slots
+        self.slot_frame = [None] * self.memory_slots
         self._next = 1
         self.writes = 0
+
+    @property
+    def slots(self) -> int:
+        """The old name of :attr:`memory_slots`."""
+        return self.memory_slots
 
     @property
     def allocated(self) -> bool:
@@ -75,7 +89,7 @@ class MemoryStore:
     def clear(self) -> None:
         self.keys = self.vals = self.valid = None
         self.hw = 0
-        self.slot_frame = [None] * self.slots
+        self.slot_frame = [None] * self.memory_slots
         self._next = 1
         self.writes = 0
 

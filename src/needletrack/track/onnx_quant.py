@@ -56,7 +56,7 @@ def record_calibration(engine, sequences: int = 4, frames: int = 12, preset: str
 
 def _follow(engine, sequence) -> None:
     """Drive ``engine`` through one ``(frame, mask, needle)`` sequence as ``Tracker(engine, mem_every=1,
-    mem_cap=slots - 1, mem_min_score=0.0)`` does, from the first frame that shows the needle (given as the
+    memory_slots=engine.memory_slots, mem_min_score=0.0)`` does, from the first frame that shows the needle (given as the
     first mask): the same normalisation, letterbox, memory store, top-k and visibility gate (probability
     >= 0.5 over at least 2e-4 of the frame, at least 4 px), so the recorded feeds are the tracker's."""
     from needletrack.track.frames import FrameNormaliser
@@ -64,7 +64,7 @@ def _follow(engine, sequence) -> None:
     from needletrack.track.memory import MemoryStore
 
     norm = FrameNormaliser()
-    memory = MemoryStore(cap=max(1, (engine.memory_slots or 9) - 1), every=1)
+    memory = MemoryStore(memory_slots=max(2, engine.memory_slots or 9), every=1)
     top_k = getattr(engine, "top_k_default", 20)
     static = bool(getattr(engine, "static_memory", False))
     lb = prev = None
