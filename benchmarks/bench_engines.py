@@ -118,7 +118,8 @@ def main(argv=None) -> int:
                 result["int8_verdict"] += " [untrained weights: not a real verdict]"
             log(result["int8_verdict"] + f": {loss:+.4f}")
         cfg = model.cfg
-        result["read_variants"] = time_read_variants(cfg.key_dim, cfg.value_dim, cfg.input_size, cfg.mem_frames,
+        memory_slots = cfg.mem_frames       # the model config's default memory size
+        result["read_variants"] = time_read_variants(cfg.key_dim, cfg.value_dim, cfg.input_size, memory_slots,
                                                      cfg.top_k or 20, threads=threads)
         log(f"memory read: {result['read_variants']}")
         del model
