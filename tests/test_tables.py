@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from needletrack.eval import tables as T  # noqa: E402
+from needletrack.train import table_rows as TR  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -296,13 +297,13 @@ def test_cli_tables_bad_table_number(capsys):
 def test_training_config_paths_resolve_against_the_repo(micro):
     quick = T.load_scale("quick")
     row = T.table_rows(4, quick)[2]
-    tcfg = T.resolve_paths(T.train_config(quick, row.model_cfg))
+    tcfg = TR.resolve_paths(TR.train_config(quick, row.model_cfg))
     bg = tcfg["data"]["sources"][0]["backgrounds"]
-    assert bg == str((T.REPO_ROOT / "../shared/data/us_backgrounds").resolve())
+    assert bg == str((TR.REPO_ROOT / "../shared/data/us_backgrounds").resolve())
     assert tcfg["model"]["name"] == "unet_quick" and tcfg["size"] == 128
     # the cache key hashes the config as written (relative), so it does not depend on the checkout's path
     assert row.key == T.table_rows(4, quick)[2].key
-    assert T.resolve_paths({"val": {"backgrounds": None}})["val"]["backgrounds"] is None
+    assert TR.resolve_paths({"val": {"backgrounds": None}})["val"]["backgrounds"] is None
 
 
 def test_flow_row_needs_no_training_and_follows_a_moving_line():

@@ -47,11 +47,11 @@ from typing import Callable
 import numpy as np
 
 from needletrack.eval.peers import FlowPropagator
-from needletrack.eval.table_markdown import METRICS, PAPER_NA, publish_table, ranking, render_markdown  # noqa: F401
+from needletrack.eval.table_markdown import PAPER_NA, publish_table, render_markdown
 from needletrack.eval.table_testset import ensure_test_set, load_test_set, pick_hard_frames
 from needletrack.errors import InputError, NeedletrackError
 from needletrack.resources import data_path
-from needletrack.train.table_rows import REPO_ROOT, ensure_trained, resolve_paths, train_config, train_summary  # noqa: F401
+from needletrack.train.table_rows import ensure_trained, train_config, train_summary
 from needletrack.utils import atomic_path, write_json_atomic, write_text_atomic
 
 CONFIG_DIR = data_path("configs", "tables")
