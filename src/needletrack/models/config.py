@@ -58,10 +58,14 @@ class ModelConfig:
     # --- behaviour ---
     freeze_bn: bool = False  # BatchNorm in eval mode during training (STCN practice)
     top_k: int | None = 20  # top-k in the memory read at inference (None = dense)
-    mem_every: int = 5  # training rollout: a new memory frame every N frames (the Tracker has its own
-    #                     `mem_every`, default 5, and writes only confident, consistent frames)
-    mem_frames: int = 9  # memory frames of the training rollout and of the ONNX export's fixed slots (first
-    #                      frame included); the Tracker keeps the first frame plus `mem_cap` (= slots - 1)
+    mem_every: int = 5  # the memory write interval the model is costed with: `needletrack models` counts the
+    #                     value encoder once every N frames, and the ONNX manifest records it. Not read when
+    #                     training (the rollout writes every clip frame) nor tracking (`Tracker(mem_every=)`,
+    #                     default 5, writes only confident, consistent frames)
+    mem_frames: int = 9  # the default memory size in slots (the first frame + the recent ring; `memory_slots`
+    #                      elsewhere) of the ONNX export's fixed shape and of `needletrack models`' cost. Not read
+    #                      when training (a clip keeps all its frames) nor by a torch `Tracker(memory_slots=)`
+    #                      (default 9)
 
     def __post_init__(self):
         for f in _TUPLE_FIELDS:
