@@ -75,8 +75,8 @@ def test_memory_read_graph_any_slot_count_and_topk_paths():
     hw = 4 * 4
     rng = np.random.default_rng(0)
     q = eng.encode_key(rng.random((64, 64), dtype=np.float32))
-    for slots, filled, top_k in ((man["memory_slots"], 3, 20), (5, 5, 7), (2, 1, None)):
-        n = slots * hw
+    for memory_slots, filled, top_k in ((man["memory_slots"], 3, 20), (5, 5, 7), (2, 1, None)):
+        n = memory_slots * hw
         mk = rng.standard_normal((1, man["key_dim"], n)).astype(np.float32)
         mv = rng.standard_normal((1, man["value_dim"], n)).astype(np.float32)
         valid = np.zeros((1, n), bool)

@@ -235,17 +235,11 @@ class OnnxEngine:
         if s is None:
             import io
 
-            from needletrack.models.memory import read_memory
-            from needletrack.track.onnx_export import export_read_graph
+            from needletrack.track.onnx_graphs import export_read_graph
 
-            class _Reader:  # the read has no weights: the model's own read_memory function suffices
-                pass
-
-            shim = _Reader()
-            shim.read_memory = read_memory
             h, w = self.manifest["feature_size"]
-            buf = io.BytesIO()
-            export_read_graph(shim, buf, n_positions=k[0], key_dim=int(self.manifest["key_dim"]),
+            buf = io.BytesIO()      # model None: the models' own read_memory (the read has no weights)
+            export_read_graph(None, buf, n_positions=k[0], key_dim=int(self.manifest["key_dim"]),
                               value_dim=int(self.manifest["value_dim"]), feature_hw=(h, w), top_k=k[1])
             s = make_session(buf.getvalue(), self.threads, self.folder)
             self._read[k] = s

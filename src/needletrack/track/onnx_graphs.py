@@ -157,14 +157,30 @@ def export_graph(module, args, path, input_names, output_names) -> None:
 
 def export_read_graph(model, path, *, n_positions: int, key_dim: int, value_dim: int, feature_hw,
                       top_k, gather: bool = True) -> None:
-    """The memory read alone (no weights) for ``n_positions`` memory positions."""
+    """The memory read alone (no weights) for ``n_positions`` memory positions. ``model=None``: the models'
+    own read (:func:`needletrack.models.memory.read_memory`; the read has no weights, so no model is needed)."""
     import torch
 
+    if model is None:
+        model = _weightless_reader()
     *_, Read, _, _ = graph_wrappers()
     h, w = feature_hw
     args = (torch.randn(1, key_dim, n_positions), torch.randn(1, value_dim, n_positions),
             torch.ones(1, n_positions, dtype=torch.bool), torch.randn(1, key_dim, h, w))
     export_graph(Read(model, top_k, gather), args, path, ["mem_key", "mem_val", "valid", "key"], ["readout"])
+
+
+class _Reader:
+    """Stands in for a model in the read graph: only ``read_memory``, which has no weights."""
+
+    def __init__(self, read_memory):
+        self.read_memory = read_memory
+
+
+def _weightless_reader() -> _Reader:
+    from needletrack.models.memory import read_memory
+
+    return _Reader(read_memory)
 
 
 def graph_io(path) -> tuple[list, list]:
