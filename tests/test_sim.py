@@ -140,9 +140,11 @@ def test_frame_step_and_motion():
     assert [n["source_frame"] for _, _, n in out] == [0, 7, 14, 21, 28, 35]
     # the scene moves: consecutive frames differ but stay correlated (sim v2: the speckle is fixed to the
     # tissue, so frames 7 source frames apart differ less than the re-rolled speckle of v1 did)
-    a, b = out[0][0].astype(float), out[1][0].astype(float)
+    # (inside the image: the black border of a screen-grab layout does not move)
+    c = it.probe.content
+    a, b = out[0][0][c].astype(float), out[1][0][c].astype(float)
     assert np.abs(a - b).mean() > 0.3
-    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.3
+    assert np.corrcoef(a, b)[0, 1] > 0.3
 
 
 def test_calibration_curve_matches_phantom_data(needle_visibility_csv):
@@ -182,7 +184,9 @@ def test_steep_needles_are_fainter():
 
 
 def test_presets_differ_in_needle_cnr():
-    c = {name: _median_cnr(name, range(8)) for name in ("easy", "clinical", "hard")}
+    # 24 sequences per preset: the per-sequence CNR spreads widely (angle, gain, anatomy), 8 were too few to order
+    # the clinical and hard medians reliably
+    c = {name: _median_cnr(name, range(24)) for name in ("easy", "clinical", "hard")}
     assert c["easy"] > c["clinical"] > c["hard"], c
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from needletrack.sim.fluid import add_fluid
+from needletrack.sim.maps import _blur, lowfreq, oriented_lowfreq
 from needletrack.sim.motion import smooth_noise
 
 
@@ -30,53 +32,30 @@ def _ui(rng, r) -> int:
     return int(rng.integers(int(r[0]), int(r[1]) + 1))
 
 
-def lowfreq(rng, shape, cell_y: float, cell_x: float) -> np.ndarray:
-    """Smooth zero-mean unit-ish noise with correlation lengths ``cell_y`` x ``cell_x`` px."""
-    H, W = shape
-    gh = max(int(H / max(cell_y, 1)) + 3, 3)
-    gw = max(int(W / max(cell_x, 1)) + 3, 3)
-    g = rng.standard_normal((gh, gw)).astype(np.float32)
-    return cv2.resize(g, (W, H), interpolation=cv2.INTER_CUBIC)
-
-
-def oriented_lowfreq(rng, shape, cell_y: float, cell_x: float, angle_deg: float) -> np.ndarray:
-    """:func:`lowfreq` with its long axis (``cell_x``) turned by ``angle_deg`` (structures follow the local
-    layering, which is seldom exactly horizontal)."""
-    H, W = shape
-    if abs(angle_deg) < 1.0:
-        return lowfreq(rng, shape, cell_y, cell_x)
-    # knots on a grid in the turned frame, interpolated (bicubic) straight onto the canvas: one remap, no
-    # oversized intermediate field
-    t = math.radians(angle_deg)
-    c, s = math.cos(t), math.sin(t)
-    eu = (W * abs(c) + H * abs(s)) / 2.0
-    ev = (W * abs(s) + H * abs(c)) / 2.0
-    cx, cy = max(cell_x, 1.0), max(cell_y, 1.0)
-    g = rng.standard_normal((int(2 * ev / cy) + 5, int(2 * eu / cx) + 5)).astype(np.float32)
-    xs = (np.arange(W, dtype=np.float32) - np.float32(W / 2.0))[None, :]
-    ys = (np.arange(H, dtype=np.float32) - np.float32(H / 2.0))[:, None]
-    mx = (np.float32(c) * xs + np.float32(s) * ys + np.float32(eu)) * np.float32(1.0 / cx) + np.float32(1.5)
-    my = (np.float32(-s) * xs + np.float32(c) * ys + np.float32(ev)) * np.float32(1.0 / cy) + np.float32(1.5)
-    return cv2.remap(g, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-
-
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of a smooth map (shadows, enhancement, soft masks). A wide blur (sigma >= 4 px) runs on a
-    grid decimated by ``D`` (area average, the blur at ~sigma/D, linear interpolation back): the same smooth map
-    within a fraction of a percent of its range, at a fraction of the cost."""
-    D = int(sigma / 2.0)
-    H, W = x.shape[:2]
-    if D < 2 or min(H, W) < 8 * D:
-        return cv2.GaussianBlur(x, (0, 0), sigma)
-    hs, ws = int(math.ceil(H / D)), int(math.ceil(W / D))
-    xs = cv2.resize(x, (ws, hs), interpolation=cv2.INTER_AREA)
-    sc = math.sqrt(max(sigma * sigma - D * D / 6.0, 1.0)) / D
-    xs = cv2.GaussianBlur(xs, (0, 0), sc)
-    return cv2.resize(xs, (W, H), interpolation=cv2.INTER_LINEAR)
-
-
 def _curve(rng, n, base, amp, knot_px):
     return base + smooth_noise(rng, n, 1.0, knot_px, amp)
+
+
+def _interface(rng, shape, ys, amp: float, th: int, mm: float, gaps: float = 0.3) -> np.ndarray:
+    """A tissue interface along ``ys`` (one depth per canvas column) drawn in pieces: its echo varies along it
+    (log-normal, a few mm correlation, where it faces the beam and where it does not) and fades out in gaps
+    (``gaps``: about that share of its length missing), so that it is not an even line across the image."""
+    Wc = len(ys)
+    out = np.zeros(shape, np.float32)
+    step = max(int(round(0.5 * mm)), 2)
+    xs = np.arange(0, Wc + step, step)
+    xs[-1] = min(xs[-1], Wc - 1)
+    n = len(xs)
+    knot = max(rng.uniform(3.0, 8.0) * mm / step, 2.0)
+    lvl = np.exp(0.8 * smooth_noise(rng, n, 1.0, knot, 1.0))
+    on = np.clip((smooth_noise(rng, n, 1.0, knot, 1.0) - (2 * gaps - 1)) * 2.0, 0.0, 1.0)
+    a = amp * lvl * on
+    y = np.asarray(ys, np.float64)[np.clip(xs, 0, Wc - 1)]
+    for k in range(n - 1):
+        if a[k] > 1e-3:
+            cv2.line(out, (int(xs[k]), int(round(y[k]))), (int(xs[k + 1]), int(round(y[k + 1]))), float(a[k]), th,
+                     cv2.LINE_AA)
+    return out
 
 
 @dataclass
@@ -158,11 +137,12 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
     cv2.polylines(sk, [pts], False, float(rng.uniform(2.0, 6.0)), max(1, int(round(0.3 * mm))), cv2.LINE_AA)
     lines += sk
     # skin reverberation (faint horizontal repeats near the top)
+    # (the probe-skin round trip repeats at multiples of the skin's depth; broken and uneven like the contact)
     if rng.random() < 0.4:
+        d0 = top + 0.3 * mm - margin
         for k in range(1, 3):
-            pts2 = pts.copy()
-            pts2[:, 1] = int(top + k * skin * 1.1)
-            cv2.polylines(lines, [pts2], False, float(0.3 / k), 1, cv2.LINE_AA)
+            z = margin + (k + 1) * max(d0, 0.8 * mm)
+            lines += _interface(rng, shape, np.full(Wc, z), float(0.3 / k), 1, mm, gaps=0.5)
     thin = np.zeros(shape, np.float32)             # drawn bands, softened once (ligaments, interfaces, streaks)
     # Cooper's ligaments: a few bright curved bands from the gland surface up towards the skin, thick (0.3-0.8 mm),
     # broken into clumps along their length (specular only where the band faces the beam)
@@ -203,8 +183,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
             cv2.line(seg, (int(xs[k]), int(ys[k])), (int(xs[k + 1]), int(ys[k + 1])), float(amp[k]), th, cv2.LINE_AA)
         thin += seg
     # gland surface echo (anterior mammary fascia), partial
-    gf = np.stack([np.arange(Wc), b_fat], 1).astype(np.int32)
-    cv2.polylines(lines, [gf], False, float(rng.uniform(0.5, 2.0)), max(1, int(round(0.2 * mm))), cv2.LINE_AA)
+    lines += _interface(rng, shape, b_fat, float(rng.uniform(0.5, 2.0)), max(1, int(round(0.2 * mm))), mm, gaps=0.5)
     # muscle and pectoral fascia
     if muscle:
         in_muscle = rows >= b_fascia[None, :]
@@ -222,8 +201,8 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
         stri = cv2.GaussianBlur(stri, (0, 0), max(0.15 * mm, 0.6))
         stri *= np.clip(1 + oriented_lowfreq(rng, shape, 1.0 * mm, 4.0 * mm, math.degrees(ang)), 0, None)
         echo += stri * in_muscle * muscle_lvl * 3
-        fp = np.stack([np.arange(Wc), b_fascia], 1).astype(np.int32)
-        cv2.polylines(lines, [fp], False, float(rng.uniform(1.5, 5.0)), max(1, int(round(0.4 * mm))), cv2.LINE_AA)
+        lines += _interface(rng, shape, b_fascia, float(rng.uniform(1.5, 5.0)), max(1, int(round(0.4 * mm))), mm,
+                            gaps=0.15)
         # rib: bright curved surface and a complete shadow
         if rng.random() < 0.2 and depth_px * sp > 30:
             cx = rng.uniform(0.2, 0.8) * Wc
@@ -294,53 +273,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
         st = np.maximum(g - thr, 0)
         st *= np.clip(lowfreq(rng, shape, 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)   # in clusters
         echo += np.float32(rng.uniform(20.0, 60.0)) * st * st * echo
-    # anechoic fluid: vessels (round or oval, bright walls) and simple cysts (round, thin bright capsule).
-    # Fluid does not attenuate: below it the tissue is brighter (posterior enhancement, from the attenuation the
-    # beam did not suffer); the curved walls refract and leave thin edge shadows.
-    fluid = np.zeros(shape, np.uint8)
-    walls = np.zeros(shape, np.float32)
-    n_ves = _ui(rng, getattr(cfg, "vessels", (0, 2)))
-    n_cyst = int(rng.random() < getattr(cfg, "cyst_prob", 0.0))
-    edges = []
-    for kind in ["vessel"] * n_ves + ["cyst"] * n_cyst:
-        if kind == "vessel":
-            ax_ = rng.uniform(0.8, 3.5) * mm
-            ay_ = ax_ * rng.uniform(0.5, 1.0)
-            if rng.random() < 0.4:           # cut along its length: a long dark tube
-                ax_ *= rng.uniform(3.0, 8.0)
-        else:
-            ax_ = rng.uniform(1.5, 6.0) * mm
-            ay_ = ax_ * rng.uniform(0.6, 1.0)
-        cx_ = rng.uniform(0.05, 0.95) * Wc
-        i = int(np.clip(cx_, 0, Wc - 1))
-        cy_ = float(np.clip(rng.uniform(b_skin[i] + ay_ + mm, margin + 0.9 * depth_px), b_skin[i] + ay_, None))
-        ang_ = rng.uniform(-15, 15)
-        cv2.ellipse(fluid, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 0, 360, 1, -1, cv2.LINE_AA)
-        cv2.ellipse(walls, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 180, 360,
-                    float(rng.uniform(1.0, 4.0)), max(1, int(round(rng.uniform(0.15, 0.4) * mm))), cv2.LINE_AA)
-        cv2.ellipse(walls, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 0, 180,
-                    float(rng.uniform(0.5, 2.0)), max(1, int(round(rng.uniform(0.15, 0.4) * mm))), cv2.LINE_AA)
-        edges.append((cx_, cy_, ax_, ay_, ang_))
-    if fluid.any():
-        ff = cv2.GaussianBlur(fluid.astype(np.float32), (0, 0), max(0.2 * mm, 0.7))
-        echo *= 1 - ff * np.float32(0.997)
-        lines *= 1 - ff
-        thin *= 1 - ff
-        lines += walls
-        # posterior enhancement: fluid path length (mm) along the beam x the tissue's two-way attenuation
-        path_mm = np.cumsum(ff, axis=0) * np.float32(sp)
-        enh = np.power(np.float32(10.0), np.minimum(path_mm * np.float32(atten_db_mm), 8.0) / np.float32(10.0))
-        enh = _blur(enh, max(0.5 * mm, 1.0))
-        echo *= np.where(ff > 0.5, np.float32(1.0), enh)
-        # edge shadows: refraction at the lateral walls, thin dark columns from the widest point down
-        for cx_, cy_, ax_, ay_, ang_ in edges:
-            if rng.random() < 0.6:
-                col = np.zeros(shape, np.float32)
-                for sx_ in (-1, 1):
-                    x_ = int(cx_ + sx_ * ax_ * math.cos(math.radians(ang_)))
-                    cv2.line(col, (x_, int(cy_)), (x_, Hc), 1.0, max(1, int(round(0.5 * mm))))
-                col = _blur(col, max(0.4 * mm, 1.0))
-                echo *= 1 - np.float32(rng.uniform(0.3, 0.7)) * np.clip(col * 2.0, 0, 1)
+    add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin, depth_px, sp, atten_db_mm)
     # vertical reverberation streaks: a strong near-field reflector (skin/gel interface, a calcification, a thin
     # fascia) rings between itself and the probe; below it a narrow vertical streak of repeats, fading with depth
     for _ in range(_ui(rng, getattr(cfg, "reverb_streaks", (0, 1)))):

@@ -227,7 +227,9 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
     def _setup_synthetic(self, rng, cfg, probe, psf, looks, line_px, gain_db, Hc, Wc, m, depth_px):
         """Synthetic anatomy (breast or bench) under two compounded speckle realizations; returns the target (canvas px)."""
         scene = bench if getattr(cfg, "scene", "breast") == "bench" else breast
-        anat = scene(rng, cfg, (Hc, Wc), probe.sp, m, depth_px,
+        # the anatomy draws from its own stream: changing it leaves the speckle, needle and motion draws alone
+        arng = np.random.default_rng(int(rng.integers(2**62)))
+        anat = scene(arng, cfg, (Hc, Wc), probe.sp, m, depth_px,
                       atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
         S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 1, line_px)
         # the speckle-reduction strength comes from the frame stream (the sequence's other draws keep their values)

@@ -90,10 +90,15 @@ class NeedleEchoMixin:
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
         strip *= self.needle_tex[rows[:, None], cols[None, :]]
         if tip_pow > 0:
-            sb = max(self.bevel_px / 3, 1.0)
-            tb = np.exp(-0.5 * ((tg - (L - sb)) / sb) ** 2)
+            # the bevel's echo: a compact target as long as the PSF along the shaft (lateral resolution where the
+            # shaft runs across the beam, axial where it runs along it) and as wide as the bevel face across it;
+            # power profiles exp(-x^2/sigma^2) of the amplitude PSF (a wider Gaussian glows in the log display)
+            slat = math.sqrt(max(1 - bdotn ** 2, 0.0))
+            sb = max(math.hypot(self.psf.sigma_lat_focus_px * bdotn, self.psf.sigma_ax_px * slat), 1.0)
+            su = max(math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * slat), 0.35 * r, 0.7)
+            tb = np.exp(-((tg - (L - sb)) / sb) ** 2)
             uc = ug[:, None] - (off[None, :] if self.bend != 0.0 else 0.0) + 0.4 * r
-            ub = np.exp(-0.5 * (uc / max(r * 0.45, sig_u)) ** 2)
+            ub = np.exp(-(uc / su) ** 2)
             strip += tip_pow * ub * tb[None, :]
         strip = strip.astype(np.float32)
         # strip (col, row) -> display: P0 + (tg0 + col) dc + (ug0 + row) nc
