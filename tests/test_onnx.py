@@ -19,7 +19,8 @@ def clip():
     """40 simulated frames (96 px, resized to the 64 px model input) from the first with a visible needle."""
     from needletrack.sim import simulate_sequence
 
-    seq = [(f, m) for f, m, _ in simulate_sequence(48, size=96, preset="clinical", seed=5)]
+    # 80 frames: with the current simulator this sequence's needle first shows at frame 32
+    seq = [(f, m) for f, m, _ in simulate_sequence(80, size=96, preset="clinical", seed=5)]
     k = next(i for i, (_, m) in enumerate(seq) if m.any())
     seq = seq[k:k + 40]
     assert len(seq) == 40
