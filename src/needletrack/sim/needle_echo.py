@@ -59,8 +59,13 @@ class NeedleEchoMixin:
         # cross-section: front wall, back wall and comet tail along the beam
         bdotn = abs(nc[0] * bxm + nc[1] * bym)
         # the wall echo is as thick as the axial resolution (along the beam), projected on the shaft normal
-        sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * 0.3 * math.sqrt(max(1 - bdotn ** 2, 0)))
+        # (the PSF's covariance projected on the normal: the lateral resolution shows where the shaft is steep)
+        sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * math.sqrt(max(1 - bdotn ** 2, 0)))
         sig_u = max(sig_u, 0.7)
+        # at steep incidence there is no specular path: the front and back walls scatter alike (diffusely) and the
+        # lumen's round trips no longer return to the probe (no comet tail)
+        back = self.back_wall * wsh + (0.5 + self.back_wall) * (1.0 - wsh)
+        decay = self.reverb_decay * wsh
         r = self.width_px / 2
         spacing = max(self.id_px, 1.5)
         count = self.reverb_count
@@ -84,7 +89,7 @@ class NeedleEchoMixin:
         th, tw_ = self.needle_tex.shape
         cols = np.clip((s_tip - (ss[idx[0]] + tg)).astype(int), 0, tw_ - 1)
         frag = [self.needle_tex[(17 * (k + 1)) % th, cols][None, :] ** 1.5 for k in range(count + 1)]
-        prof = cross_profile(uu, r, sig_u, spacing, self.reverb_decay, count, self.back_wall, self.fill, frag)
+        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, self.fill, frag)
         strip = prof * pw_t[None, :]
         # texture: rows = u (clipped to the texture height), columns = distance from the tip
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
