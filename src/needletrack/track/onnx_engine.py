@@ -1,7 +1,7 @@
 """The ONNX Runtime engine: the tracker's model operations on exported graphs (``onnx_export.py``).
 
 Drop-in for :class:`needletrack.track.engine.TorchEngine` (same methods; memory buffers are numpy arrays with
-a fixed number of slots, ``static_memory = True``, so every graph has static shapes)::
+a fixed number of ``memory_slots``, ``static_memory = True``, so every graph has static shapes)::
 
     from needletrack.track import Tracker
     from needletrack.track.onnx_engine import OnnxEngine
