@@ -19,7 +19,7 @@ def clip():
     """40 simulated frames (96 px, resized to the 64 px model input) from the first with a visible needle."""
     from needletrack.sim import simulate_sequence
 
-    # 80 frames: with the current simulator this sequence's needle first shows at frame 32
+    # 80 frames: room for 40 after the first visible needle, which has moved with simulator changes (frame 32 once)
     seq = [(f, m) for f, m, _ in simulate_sequence(80, size=96, preset="clinical", seed=5)]
     k = next(i for i, (_, m) in enumerate(seq) if m.any())
     seq = seq[k:k + 40]
