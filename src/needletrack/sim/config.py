@@ -150,7 +150,7 @@ def preset(name: str = "clinical") -> SimConfig:
     if name == "hard":
         return SimConfig(
             depth_mm=(35.0, 70.0), border_prob=0.8, convex_prob=0.25, overlay_prob=0.85,
-            freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.8, 3.0), compound_looks=(2, 6),
+            freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.8, 3.0), axial_scale=(1.0, 1.3), compound_looks=(2, 6),
             speckle_reduction=(0.0, 0.8), atten_db_cm_mhz=(0.5, 1.0), tgc_compensation=(0.25, 0.65), tgc_ripple_db=(2.0, 8.0),
             dynamic_range_db=(45.0, 70.0), gain_db=(-10.0, 8.0), noise_floor_db=(-60.0, -45.0),
             ligaments=(2, 6), distractor_lines=(1, 4),

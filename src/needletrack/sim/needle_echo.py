@@ -95,13 +95,15 @@ class NeedleEchoMixin:
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
         strip *= self.needle_tex[rows[:, None], cols[None, :]]
         if tip_pow > 0:
-            # the bevel's echo: a compact target as long as the PSF along the shaft (lateral resolution where the
-            # shaft runs across the beam, axial where it runs along it) and as wide as the bevel face across it;
-            # power profiles exp(-x^2/sigma^2) of the amplitude PSF (a wider Gaussian glows in the log display)
+            # the bevel's echo: the bevel face (a third of its length, about one outer diameter, at the tip) blurred
+            # by the PSF along the shaft (lateral resolution where the shaft runs across the beam, axial where it
+            # runs along it), as wide as the bevel face across it. Sharp PSF edges, not a bevel-long Gaussian: the
+            # Gaussian's tails, 40 dB up, glowed as a bright tube in the log display
             slat = math.sqrt(max(1 - bdotn ** 2, 0.0))
             sb = max(math.hypot(self.psf.sigma_lat_focus_px * bdotn, self.psf.sigma_ax_px * slat), 1.0)
             su = max(math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * slat), 0.35 * r, 0.7)
-            tb = np.exp(-((tg - (L - sb)) / sb) ** 2)
+            lb = max(self.bevel_px / 3, 1.0)
+            tb = soft_ends(tg, L - lb, L, sb)
             uc = ug[:, None] - (off[None, :] if self.bend != 0.0 else 0.0) + 0.4 * r
             ub = np.exp(-(uc / su) ** 2)
             strip += tip_pow * ub * tb[None, :]
