@@ -343,3 +343,72 @@ def test_a_refused_first_frame_can_be_retried(tiny):
     r = tr.step(frames[0], mask=masks[0])             # another size is fine: the refused frame did not count
     assert r.frame_index == 0 and r.visible
     assert tr.step(frames[1]).frame_index == 1
+
+
+# ---------------------------------------------------------------------------------------------- image support
+def _scene(line_ends, seed=0, hw=(64, 64), width=2):
+    """A speckle-like frame with a bright line drawn along each (p0, p1) in ``line_ends``."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(60, 12, hw), 0, 255)
+    for p0, p1 in line_ends:
+        img[line_mask(hw, p0, p1, width)] = 210
+    return img.astype(np.uint8)
+
+
+def test_image_support_sees_a_line_and_not_speckle():
+    from needletrack.track.segment import image_support
+
+    img = _scene([((2, 10), (60, 40))]).astype(np.float32)
+    assert image_support(img, (2, 10), (60, 40), 3.0) > 4.0
+    assert image_support(img + 0, (2, 40), (60, 55), 3.0) < 1.5       # a line where the image shows none
+    # the brightest row counts, not the centre: a front-wall echo 2 px above the labelled centre line
+    assert image_support(img, (2, 12), (60, 42), 4.0) > 4.0
+
+
+def test_network_losing_the_distal_part_does_not_shrink_the_needle_but_a_drawn_back_one_shrinks():
+    full = ((2, 10), (60, 40))
+    first = line_mask((64, 64), *full, 4)
+    half = line_mask((64, 64), (2, 10), (31, 25), 4).astype(np.float32) * 0.95
+    # the image still shows the whole needle: the output keeps the carried extent
+    tr = Tracker(ScriptedEngine([half] * 4), motion_prior=False)
+    tr.step(_scene([full]), mask=first)
+    for k in range(4):
+        r = tr.step(_scene([full], seed=k + 1))
+    assert r.visible and math.dist(r.raw_tip, (60, 40)) < 4
+    # the needle was drawn back (the image shows only the proximal half): the tip follows it
+    tr = Tracker(ScriptedEngine([half] * 4), motion_prior=False)
+    tr.step(_scene([full]), mask=first)
+    for k in range(4):
+        r = tr.step(_scene([((2, 10), (31, 25))], seed=k + 1))
+    assert r.visible and math.dist(r.raw_tip, (31, 25)) < 4
+
+
+def test_a_line_off_the_needle_axis_must_hold_before_it_is_reported_but_one_on_the_axis_is_taken_at_once():
+    full = ((2, 10), (60, 40))
+    first = line_mask((64, 64), *full, 4)
+    elsewhere = line_mask((64, 64), (5, 55), (60, 50), 4).astype(np.float32) * 0.95
+    tr = Tracker(ScriptedEngine([elsewhere] * 9), motion_prior=False, reacquire_frames=8)
+    tr.step(_scene([full]), mask=first)
+    seen = [tr.step(_scene([((5, 55), (60, 50))], seed=k)).visible for k in range(9)]
+    assert seen == [False] * 7 + [True, True]
+    back = line_mask((64, 64), (2, 10), (40, 29), 4).astype(np.float32) * 0.95
+    empty = np.zeros((64, 64), np.float32)
+    tr = Tracker(ScriptedEngine([empty] * 3 + [back]), motion_prior=False)
+    tr.step(_scene([full]), mask=first)
+    seen = [tr.step(_scene([], seed=k)).visible for k in range(3)]
+    assert seen == [False] * 3 and tr.step(_scene([((2, 10), (40, 29))], seed=9)).visible
+
+
+def test_a_clearly_visible_needle_is_carried_for_a_few_frames_when_the_network_drops_it():
+    full = ((2, 10), (60, 40))
+    first = line_mask((64, 64), *full, 4)
+    empty = np.zeros((64, 64), np.float32)
+    tr = Tracker(ScriptedEngine([empty] * 5), motion_prior=False, coast_min_cnr=4.0, max_coast=3)
+    tr.step(_scene([full]), mask=first)
+    rs = [tr.step(_scene([full], seed=k + 1)) for k in range(5)]
+    assert [r.visible for r in rs] == [True, True, True, False, False]
+    assert rs[0].source == "carried" and rs[0].score < 0.1 and math.dist(rs[0].raw_tip, (60, 40)) < 4
+    # nothing in the image along it (withdrawn): reported empty at once
+    tr = Tracker(ScriptedEngine([empty] * 2), motion_prior=False)
+    tr.step(_scene([full]), mask=first)
+    assert not tr.step(_scene([], seed=3)).visible

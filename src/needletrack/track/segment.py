@@ -263,6 +263,59 @@ def extend_to_mask(seg: Segment, mask: np.ndarray) -> Segment:
                    hi - lo)
 
 
+def image_support(img: np.ndarray, p0, p1, width: float) -> float:
+    """How clearly the *image* (not the network) shows a bright line from ``p0`` to ``p1``: the brightest
+    row of the mean cross-profile within ``max(width, 2)`` px of the line, against two bands beside it, in
+    units of the bands' standard deviation (a contrast-to-noise ratio; about 0 where nothing is there).
+
+    The brightest row, not the centre: a needle's echo is its front wall, one half diameter above the
+    centre line of the labelled shaft. Used by the tracker to keep a segment the network has become unsure
+    of while the image still shows it, and to keep the distal part the network has lost (docs/tracker.md)."""
+    a = np.asarray(p0, float)
+    d = np.asarray(p1, float) - a
+    length = float(np.hypot(*d))
+    if length < 2.0:
+        return 0.0
+    u = d / length
+    nrm = np.array([-u[1], u[0]])
+    near = max(float(width), 2.0)
+    far = max(3.0 * near, 8.0)
+    ts = np.linspace(0.0, length, max(8, int(length)))
+    offs = np.arange(-far, far + 0.5, 0.5)
+    X = a[0] + ts[None, :] * u[0] + offs[:, None] * nrm[0]
+    Y = a[1] + ts[None, :] * u[1] + offs[:, None] * nrm[1]
+    h, w = img.shape
+    inside = (X >= 0) & (X <= w - 1) & (Y >= 0) & (Y <= h - 1)
+    cols = inside.all(0)                  # stations whose whole cross-section lies in the frame
+    if cols.sum() < 4:
+        return 0.0
+    v = _sample(np.asarray(img, np.float32), X[:, cols].ravel(), Y[:, cols].ravel()).reshape(len(offs), -1)
+    prof = v.mean(1)
+    core = np.abs(offs) <= near
+    band = np.abs(offs) >= 1.5 * near + 2.0
+    bg = v[band]
+    peak = float(prof[core].max())
+    return float((peak - bg.mean()) / (bg.std() + 1e-6))
+
+
+def clipped(seg: Segment, t0: float, t1: float) -> Segment:
+    """The part of ``seg`` between distances ``t0`` and ``t1`` (px) from ``p0`` along it."""
+    p0 = np.asarray(seg.p0, float)
+    d = seg.direction
+    q0, q1 = p0 + t0 * d, p0 + t1 * d
+    return Segment((float(q0[0]), float(q0[1])), (float(q1[0]), float(q1[1])), seg.width, seg.score,
+                   seg.contrast, float(t1 - t0))
+
+
+def extend_along(seg: Segment, prior: Segment) -> Segment:
+    """``seg`` with its ends moved out to ``prior``'s extent projected on ``seg``'s axis (never shortened)."""
+    p0 = np.asarray(seg.p0, float)
+    d = seg.direction
+    tp = [float((np.asarray(q, float) - p0) @ d) for q in (prior.p0, prior.p1)]
+    lo, hi = min(0.0, *tp), max(seg.length, *tp)
+    return clipped(seg, lo, hi)
+
+
 class MotionPrior:
     """Carry the last segment forward with the image's own motion (tracker v2's motion cue).
 

@@ -25,7 +25,8 @@ from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
 from needletrack.track.memory import MemoryStore
-from needletrack.track.segment import MotionPrior, extend_to_mask, fit_segment_scaled, segment_mask
+from needletrack.track.segment import (MotionPrior, clipped, extend_along, extend_to_mask, fit_segment_scaled,
+                                       image_support, segment_mask)
 
 
 @dataclass
@@ -108,8 +109,10 @@ class Tracker:
                  mem_min_score: float = 0.6, static_memory: bool | None = None, smooth: bool = True,
                  line_width: float | None = None, autoinit_cfg=None, min_score: float = 0.0,
                  policy: str = "segment", min_contrast: float = 0.25, min_length_frac: float = 0.03,
-                 reacquire_frames: int = 3, max_turn_deg: float = 12.0, low_frac: float = 0.5,
+                 reacquire_frames: int = 8, max_turn_deg: float = 12.0, low_frac: float = 0.5,
                  mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True,
+                 carry_lost: bool = True, coast_min_cnr: float | None = 4.0, max_coast: int = 3,
+                 extend_min_cnr: float | None = 1.0,
                  mem_cap: int | None = None):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
@@ -123,6 +126,14 @@ class Tracker:
         # the mask, so it has its own floor: 0.75, chosen on the harness's validation sets (docs/tracker.md)
         self.segment_min_score = float(segment_min_score)
         self.motion_prior = bool(motion_prior)
+        # image support (docs/tracker.md): the carried segment is kept while the network is unsure but the image
+        # still shows a line there (CNR >= coast_min_cnr, at most max_coast frames in a row), and a segment the
+        # network has shortened keeps the carried extent where the image still shows it (>= extend_min_cnr).
+        # None turns either off.
+        self.coast_min_cnr = None if coast_min_cnr is None else float(coast_min_cnr)
+        self.max_coast = int(max_coast)
+        self.carry_lost = bool(carry_lost)
+        self.extend_min_cnr = None if extend_min_cnr is None else float(extend_min_cnr)
         self.mask_rule = mask_rule
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
                 and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
@@ -189,6 +200,8 @@ class Tracker:
         self._consistent = False        # this frame's segment agrees with the last accepted one
         self._confirmer = None          # auto start: the same confident line over several frames
         self._motion = MotionPrior()    # carries the last segment with the tissue's frame-to-frame motion
+        self._coasted = 0               # consecutive frames the carried segment was kept on image support alone
+        self._carried = False           # this frame's output is the carried segment, not the network's
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -332,6 +345,8 @@ class Tracker:
                     self._motion.carry(img, None)      # keep the prompt frame for the next frame's motion
         elif self.policy == "segment" and source != "search":
             mask, score, visible, seg = self._segment_decision(prob, img)
+            if self._carried:
+                source = "carried"
         else:
             mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
         area = int(mask.sum()) if visible else 0
@@ -383,29 +398,74 @@ class Tracker:
         prior = self._last_seg
         if self.motion_prior and img is not None:
             prior = self._motion.carry(img, prior)
+            if self.carry_lost:
+                self._last_seg = prior     # the needle's path moves with the tissue, seen or not
         seg = fit_segment_scaled(prob, prior, self.threshold, self.low_frac * self.threshold, self.max_turn_deg)
         self._consistent = False
-        empty = np.zeros((h, w), bool)
+        self._carried = False
         if seg is None or seg.length < self.min_length_frac * diag \
                 or seg.score < max(self.min_score, self.segment_min_score) \
                 or seg.contrast < self.min_contrast:
             self._pending = 0
-            return empty, 0.0, False, None
+            return self._coast(prob, img, prior)
         last = self._last_seg
+        jump = False
         if last is not None:
             jump = seg.angle_to(last) > self.max_turn_deg or \
                 seg.offset_to(last) > max(4.0 * max(seg.width, last.width), 0.06 * diag)
             if jump:
                 self._pending += 1
                 if self._pending < self.reacquire_frames:
-                    return empty, 0.0, False, None
+                    return self._coast(prob, img, prior)
             self._consistent = not jump
         self._pending = 0
-        mask = segment_mask((h, w), seg, prob >= self.threshold, rule=self.mask_rule)
-        if self.mask_rule == "union":
-            seg = extend_to_mask(seg, mask)
+        self._coasted = 0
+        if not jump and prior is not None and img is not None and self.extend_min_cnr is not None:
+            seg = self._extend_supported(seg, prior, img)
+        net = prob >= self.threshold
+        mask = segment_mask((h, w), seg, net, rule=self.mask_rule)
+        if self.mask_rule == "union":        # out to the network's pieces kept, not the drawn line's round caps
+            seg = extend_to_mask(seg, mask & net)
         self._last_seg = seg
         return mask, seg.score, True, seg
+
+    def _coast(self, prob, img, prior):
+        """The network shows no acceptable segment: keep the carried one while the image itself still shows a
+        line along it (at most ``max_coast`` frames in a row), else report nothing. The network's score is kept
+        (the mean probability inside the carried mask), so a low score says who decided."""
+        empty = np.zeros(prob.shape, bool)
+        if self.coast_min_cnr is None or prior is None or img is None or self._coasted >= self.max_coast \
+                or image_support(img, prior.p0, prior.p1, prior.width) < self.coast_min_cnr:
+            return empty, 0.0, False, None
+        from needletrack.geometry import line_mask
+
+        self._coasted += 1
+        self._carried = True
+        mask = line_mask(prob.shape, prior.p0, prior.p1, prior.width)
+        self._last_seg = prior
+        score = float(prob[mask].mean()) if mask.any() else 0.0
+        return mask, score, bool(mask.any()), prior
+
+    def _extend_supported(self, seg, prior, img):
+        """``seg`` lengthened to the carried segment's extent at either end, for each end whose added part the
+        image still shows (>= ``extend_min_cnr``): the network losing a dim distal part does not shrink the
+        needle, and a needle drawn back (no line left there) is not extended."""
+        ext = extend_along(seg, prior)
+        p0 = np.asarray(seg.p0, float)
+        d = seg.direction
+        lo = float((np.asarray(ext.p0, float) - p0) @ d)
+        hi = lo + ext.length
+        new_lo, new_hi = 0.0, seg.length
+        if lo < -3.0 and image_support(img, *_ends(clipped(seg, lo, 0.0)), seg.width) >= self.extend_min_cnr:
+            new_lo = lo
+        if hi > seg.length + 3.0 and \
+                image_support(img, *_ends(clipped(seg, seg.length, hi)), seg.width) >= self.extend_min_cnr:
+            new_hi = hi
+        return seg if (new_lo, new_hi) == (0.0, seg.length) else clipped(seg, new_lo, new_hi)
+
+
+def _ends(seg):
+    return seg.p0, seg.p1
 
 
 def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,
