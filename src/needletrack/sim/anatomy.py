@@ -91,12 +91,15 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
     fat_t = _u(rng, cfg.fat_frac) * depth_px
     gland_t = _u(rng, cfg.gland_frac) * depth_px
     b_skin = _curve(rng, Wc, top + skin, 0.3 * mm, 40 * mm)
-    b_fat = _curve(rng, Wc, top + skin + fat_t, rng.uniform(0.5, 3.0) * mm, rng.uniform(6, 20) * mm)
-    b_gland = _curve(rng, Wc, top + skin + fat_t + gland_t, rng.uniform(1.0, 5.0) * mm, rng.uniform(6, 20) * mm)
+    # the layer boundaries undulate (1-3 mm over 5-15 mm): flat ones drew even lines across the whole image
+    b_fat = _curve(rng, Wc, top + skin + fat_t, rng.uniform(1.0, 3.0) * mm, rng.uniform(5, 15) * mm)
+    b_gland = _curve(rng, Wc, top + skin + fat_t + gland_t, rng.uniform(1.0, 3.0) * mm, rng.uniform(5, 15) * mm)
     b_gland = np.maximum(b_gland, b_fat + 2 * mm)
     retro = rng.uniform(1.0, 4.0) * mm
     muscle = rng.random() < cfg.muscle_prob
-    b_fascia = b_gland + retro
+    # the pectoral fascia is smoother than the gland's deep surface above it (a 10 mm running mean of it)
+    kf = max(int(10 * mm) | 1, 3)
+    b_fascia = np.convolve(np.pad(b_gland, kf // 2, mode="edge"), np.ones(kf) / kf, mode="valid")[:Wc] + retro
     if not muscle:
         b_fascia = b_fascia + 10 * depth_px            # below the image
 

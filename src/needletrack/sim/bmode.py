@@ -213,7 +213,9 @@ def scatter_fields(rng, amp: np.ndarray | None, shape, psf: PSF, margin: int, n:
         w *= amp[:, :, None]
     # the axial filter once (shared by both lateral widths), then the lateral filters row by row (exact: the
     # Gaussian PSF is separable)
-    a_ = cv2.sepFilter2D(w, -1, _ONE, ky, borderType=cv2.BORDER_REFLECT)
+    # (on the fields laid side by side as one single-channel image: the same column filter, several times faster
+    # than OpenCV's multi-channel path)
+    a_ = cv2.sepFilter2D(w.reshape(Hc, Wc * 2 * n), -1, _ONE, ky, borderType=cv2.BORDER_REFLECT).reshape(Hc, Wc, 2 * n)
     if hi <= lo * 1.1:
         f = _lateral(a_, (lo + hi) / 2)
     else:
@@ -321,29 +323,60 @@ def log_compress(intensity: np.ndarray, ref: float, dr_db: float, ref_grey: floa
 # grey map, persistence
 
 
+_LOOKS_MAP: dict = {}
+
+
+def _looks_map(looks: int):
+    """Table (uniform in x over 0.._LOOKS_XMAX) mapping a one-look speckle intensity (exponential, unit mean) onto the unit-mean intensity of
+    ``looks`` compounded looks (gamma of shape ``looks``, scale 1/looks) with the same rank (quantile mapping)."""
+    if looks not in _LOOKS_MAP:
+        from scipy.special import gammaincinv
+
+        x = np.linspace(0.0, _LOOKS_XMAX, _LOOKS_N + 1)
+        u = np.clip(-np.expm1(-x), 0.0, 1.0 - 1e-15)
+        _LOOKS_MAP[looks] = (gammaincinv(looks, u) / looks).astype(np.float32)
+    return _LOOKS_MAP[looks]
+
+
+_LOOKS_XMAX, _LOOKS_N = 32.0, 8192
+
+
+def _compound(s: np.ndarray, looks: int) -> np.ndarray:
+    """:func:`_looks_map` applied to a one-look intensity field (linear interpolation on a uniform table)."""
+    t = _looks_map(looks)
+    k = np.minimum(s, np.float32(_LOOKS_XMAX * (1 - 1e-6))) * np.float32(_LOOKS_N / _LOOKS_XMAX)
+    i = k.astype(np.int32)
+    k -= i
+    lo = t[i]
+    lo += (t[i + 1] - lo) * k
+    return lo
+
+
 def speckle_intensity(rng, shape, psf: PSF, margin: int, looks: int = 3, realizations: int = 2,
                       line_px: float = 2.0) -> list[np.ndarray]:
     """``realizations`` independent unit-mean speckle intensity fields (Hc x Wc float32) as a scanner
     shows them after spatial compounding and scan conversion.
 
-    Each field is the mean intensity of ``looks`` speckle patterns (the steered looks of spatial
-    compounding decorrelate the speckle; averaging N independent looks lowers the speckle contrast by
-    sqrt(N)). The fields are formed on scan lines ``line_px`` display pixels apart and interpolated
-    laterally (linear, as scan conversion does), which elongates the grain laterally. The speckle is
-    computed once per sequence and warped with the tissue: it is fixed to it.
+    Spatial compounding averages the intensity of ``looks`` steered looks, whose speckle patterns are independent
+    and share the PSF: the compound is gamma-distributed with shape ``looks`` (speckle contrast 1/sqrt(looks))
+    and has the single look's correlation length. It is formed from one look per field, mapped rank for rank
+    onto that gamma distribution (quantile mapping: the same marginal statistics as averaging the looks, at the
+    cost of one look). The fields are formed on scan lines ``line_px`` display pixels apart and interpolated
+    laterally (linear, as scan conversion does), which elongates the grain laterally. The speckle is computed
+    once per sequence and warped with the tissue: it is fixed to it.
     """
     Hc, Wc = shape
     looks = max(int(looks), 1)
     wl = max(int(math.ceil(Wc / max(line_px, 1.0))), 8)
     q = Wc / wl
     p2 = PSF(psf.sigma_ax_px, max(psf.sigma_lat_focus_px / q, 0.7), psf.focus_px, psf.rayleigh_px, psf.freq_mhz)
-    f = scatter_fields(rng, None, (Hc, wl), p2, margin, n=looks * realizations)
-    base = f[0].base if f[0].base is not None else np.concatenate(f, axis=2)
-    sq = base * base
+    f = scatter_fields(rng, None, (Hc, wl), p2, margin, n=realizations)
     out = []
     for r in range(realizations):
-        s = sq[..., 2 * looks * r: 2 * looks * (r + 1)].sum(axis=2, dtype=np.float32)
-        s *= np.float32(1.0 / looks)
+        re, im = f[r][..., 0], f[r][..., 1]
+        s = re * re + im * im
+        if looks > 1:
+            s = _compound(s, looks)
         if wl != Wc:
             s = cv2.resize(s, (Wc, Hc), interpolation=cv2.INTER_LINEAR)
         out.append(np.ascontiguousarray(s, dtype=np.float32))

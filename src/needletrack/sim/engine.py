@@ -20,7 +20,7 @@ from needletrack.sim.bench import bench
 from needletrack.sim.bmode import _u
 from needletrack.sim.config import SimConfig, preset as get_preset
 from needletrack.sim.frame import FrameMixin
-from needletrack.sim.motion import make_motion, smooth_noise
+from needletrack.sim.motion import make_motion, smooth_noise, view_travel
 from needletrack.sim.needle import gauge_width_mm
 from needletrack.sim.needle_echo import NeedleEchoMixin
 from needletrack.sim.overlay import make_overlay
@@ -44,7 +44,7 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
     the sequence's meta.json content. Built by :func:`simulate_sequence`."""
 
     def __init__(self, n_frames: int, size=448, preset="clinical", seed=0, backgrounds=None, frame_step=None,
-                 needle: str = "moving", moving_background=None):
+                 needle: str = "moving", moving_background=None, _margin_mm: float = 3.0, _tries: int = 0):
         if needle not in NEEDLE_MODES:
             raise ValueError(f"needle must be one of {', '.join(NEEDLE_MODES)}, got {needle!r}")
         if int(n_frames) < 1:
@@ -76,7 +76,9 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         self.step = step
         self.H, self.W = H, W
         pcfg = cfg if bg is None else cfg.replace(convex_prob=0.0)
-        probe = bmode.make_probe(rng, pcfg, H, W)
+        if bg is None and _tries == 0:
+            _margin_mm = self._planned_margin_mm(rng, cfg, H, W, step, _margin_mm)
+        probe = bmode.make_probe(rng, pcfg, H, W, margin_mm=_margin_mm)
         self.probe = probe
         psf = bmode.make_psf(rng, cfg, probe)
         self.psf = psf
@@ -222,6 +224,16 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
             "centre_frequency_mhz": round(psf.freq_mhz, 2),
             "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
         }
+        # the canvas covers the probe's travel (drift, moves, rocking, breathing, compression): beyond it the
+        # warp would show the canvas mirrored at its edge (mirror-image anatomy). Synthetic scenes are set up
+        # again from the same seed on a wider canvas; the draws that set the motion do not depend on its size
+        # (anatomy and speckle have their own streams), so the travel is the same or close, a few tries at most
+        if bg is None and _tries < 3:
+            need = self._travel_mm() + 0.5
+            if need > _margin_mm:
+                self._resetups = getattr(self, "_resetups", 0) + 1
+                self.__init__(n_frames, size, preset, seed, backgrounds, frame_step, needle, moving_background,
+                              _margin_mm=max(1.2 * need, 1.5 * _margin_mm), _tries=_tries + 1)
 
     # ------------------------------------------------------------------------------------------------
     def _setup_synthetic(self, rng, cfg, probe, psf, looks, line_px, gain_db, Hc, Wc, m, depth_px):
@@ -231,7 +243,8 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         arng = np.random.default_rng(int(rng.integers(2**62)))
         anat = scene(arng, cfg, (Hc, Wc), probe.sp, m, depth_px,
                       atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
-        S = bmode.speckle_intensity(rng, (Hc, Wc), psf, m, looks, 1, line_px)
+        # the speckle draws from its own stream too (their number grows with the canvas, see the margin below)
+        S = bmode.speckle_intensity(np.random.default_rng(int(rng.integers(2**62))), (Hc, Wc), psf, m, looks, 1, line_px)
         # the speckle-reduction strength comes from the frame stream (the sequence's other draws keep their values)
         S[0] = bmode.speckle_reduction(S[0], psf, _u(self.frame_rng, cfg.speckle_reduction))
         # the second realization: the same field mirrored laterally (an uncorrelated pattern with the same
@@ -254,6 +267,29 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
                        else "needletrack.sim (synthetic breast)")
         self.alpha = 0.0
         return tcx, tcy
+
+    def _planned_margin_mm(self, rng, cfg, H, W, step, base):
+        """Canvas margin (mm) for the probe moves, breathing and compression this sequence will have: make_motion
+        draws them from the first child stream of ``rng``, which is known now; the slow drift (drawn later) is
+        allowed for by its preset bounds (_travel_mm checks the whole motion after and sets up again on a wider
+        canvas when it does not fit)."""
+        ss = rng.bit_generator.seed_seq
+        child = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (
+            ss.n_children_spawned,)))
+        shift, rock = view_travel(child, cfg, (self.n - 1) * step + 1, cfg.fps)
+        half = 0.5 * float(max(cfg.depth_mm[1], cfg.convex_depth_mm[1] if cfg.convex_prob > 0 else 0.0)) * max(W / H, 1.0)
+        drift, rot = float(cfg.probe_drift_mm[1]), float(cfg.probe_rot_deg[1])    # the slow drift's bounds
+        return max(base, 0.5 + shift + drift + half * math.sin(math.radians(rock + rot)))
+
+    def _travel_mm(self) -> float:
+        """How far (mm) the view moves over the tissue at most: probe and breathing shifts, the rocking's reach at
+        the frame's edge, the compression's reach at its bottom."""
+        mo = self.motion
+        xy = mo.probe_xy + (mo.tissue_xy if mo.tissue_xy is not None else 0.0)
+        half = 0.5 * max(self.H, self.W) * self.probe.sp
+        rot = half * float(np.sin(np.radians(np.abs(mo.probe_deg))).max(initial=0.0))
+        comp = float(np.max(mo.compress, initial=0.0)) if mo.compress is not None else 0.0
+        return float(np.abs(xy).max(initial=0.0)) + rot + comp
 
     def _canvas_to_world(self, cx, cy):
         p = self.probe

@@ -281,6 +281,18 @@ def make_motion(rng: np.random.Generator, cfg, n: int, fps: float, s_target: flo
                   pulse, moves)
 
 
+def view_travel(rng: np.random.Generator, cfg, n: int, fps: float) -> tuple[float, float]:
+    """(largest shift in mm, largest rocking in degrees) that the probe moves, breathing and compression of
+    :func:`make_motion` will make, drawn from ``rng`` in the same order as make_motion draws them from its own
+    stream (pass a generator equal to that stream): the simulator sizes its canvas with it before the motion."""
+    xy, deg, moves = probe_moves(rng, cfg, n, fps)
+    if moves:
+        _during_moves(rng, cfg, moves, np.zeros(n), np.zeros(n), fps, 1.0)
+    tissue_xy, comp, _ = tissue_motion(rng, cfg, n, fps)
+    shift = float(np.abs(xy + tissue_xy).max(initial=0.0)) + float(np.max(comp, initial=0.0))
+    return shift, float(np.abs(deg).max(initial=0.0))
+
+
 def speckle_decorrelation(probe_xy: np.ndarray, probe_deg: np.ndarray, per_mm: float) -> np.ndarray:
     """Weight (0..1) of the second speckle realization per source frame. The speckle is fixed to the tissue:
     it changes only when the probe moves, and then only through the out-of-plane share of the movement
