@@ -38,7 +38,7 @@ def _to448(img):
 
 def frame_stats(img) -> dict:
     from needletrack.eval.realism import imaging_region
-    from needletrack.sim.bmode import grain_fwhm
+    from needletrack.sim.scanner import grain_fwhm
 
     img = _to448(np.asarray(img, np.uint8))
     reg = imaging_region(img, margin=6)

@@ -37,9 +37,9 @@ class SimConfig:
     axial_scale: Range = (0.6, 1.0)        # axial resolution beyond the pulse length
     scan_line_px: Range = (1.75, 3.0)      # scan-line spacing (display px; 256-128 lines over 448 px), linear scan conversion
     compound_looks: Range = (4, 9)         # spatial compounding: number of steered looks averaged (integer)
-    speckle_reduction: Range = (0.5, 1.2)  # speckle-reduction filter: log-domain blur in grains (bmode.speckle_reduction)
+    speckle_reduction: Range = (0.5, 1.2)  # speckle-reduction filter: log-domain blur in grains (scanner.speckle_reduction)
     persistence: Range = (0.15, 0.45)      # frame averaging: weight of the previous displayed frame
-    grey_curve: Range = (2.0, 3.5)         # grey map: exponential post-processing curve (bmode.grey_map)
+    grey_curve: Range = (2.0, 3.5)         # grey map: exponential post-processing curve (scanner.grey_map)
     grey_floor: Range = (0.0, 8.0)         # grey level of the display floor (the noise floor is dark grey, not black)
     atten_db_cm_mhz: Range = (0.5, 0.9)    # tissue attenuation
     tgc_compensation: Range = (0.25, 0.65)  # fraction of the attenuation the TGC gives back (about 3x darker at depth)

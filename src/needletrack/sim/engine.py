@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from needletrack.sim import bmode
+from needletrack.sim import bmode, scanner
 from needletrack.sim.anatomy import breast
 from needletrack.sim.bench import bench
 from needletrack.sim.bmode import _u
@@ -92,7 +92,7 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         looks = int(rng.integers(int(cfg.compound_looks[0]), int(cfg.compound_looks[1]) + 1))
         line_px = _u(rng, cfg.scan_line_px)
         self.persist = _u(rng, cfg.persistence)
-        self.lut = bmode.grey_map(_u(rng, cfg.grey_curve), _u(rng, cfg.grey_floor))
+        self.lut = scanner.grey_map(_u(rng, cfg.grey_curve), _u(rng, cfg.grey_floor))
         self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
             tcx, tcy = self._setup_synthetic(rng, cfg, probe, psf, looks, line_px, gain_db, Hc, Wc, m, depth_px)
@@ -244,9 +244,9 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         anat = scene(arng, cfg, (Hc, Wc), probe.sp, m, depth_px,
                       atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
         # the speckle draws from its own stream too (their number grows with the canvas, see the margin below)
-        S = bmode.speckle_intensity(np.random.default_rng(int(rng.integers(2**62))), (Hc, Wc), psf, m, looks, 1, line_px)
+        S = scanner.speckle_intensity(np.random.default_rng(int(rng.integers(2**62))), (Hc, Wc), psf, m, looks, 1, line_px)
         # the speckle-reduction strength comes from the frame stream (the sequence's other draws keep their values)
-        S[0] = bmode.speckle_reduction(S[0], psf, _u(self.frame_rng, cfg.speckle_reduction))
+        S[0] = scanner.speckle_reduction(S[0], psf, _u(self.frame_rng, cfg.speckle_reduction))
         # the second realization: the same field mirrored laterally (an uncorrelated pattern with the same
         # depth-dependent PSF, at half the cost of a second draw)
         S.append(np.ascontiguousarray(S[0][:, ::-1]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from needletrack.sim import bmode
+from needletrack.sim import bmode, scanner
 from needletrack.sim.backgrounds import has_markers, load_backgrounds
 from needletrack.sim.bmode import _u
 
@@ -62,7 +62,7 @@ class RealBackgroundMixin:
         sl = max(grain[0] / 2.355, 0.8)
         psf_img = bmode.PSF(sa, sl, psf.focus_px / f_img, 1e9, psf.freq_mhz)
         # compounded like the scanner's own speckle (the real image's grain is already compounded)
-        S = bmode.speckle_intensity(rng, img.shape, psf_img, 0, looks, 1, 1.0)
+        S = scanner.speckle_intensity(rng, img.shape, psf_img, 0, looks, 1, 1.0)
         S.append(np.ascontiguousarray(S[0][:, ::-1]))
         psf.sigma_ax_px = float(np.clip(sa * f_img, 0.7, 4.0))
         psf.sigma_lat_focus_px = float(np.clip(sl * f_img, 1.0, 12.0))
@@ -117,7 +117,7 @@ class RealBackgroundMixin:
         else:
             target = (rng.uniform(0.3, 0.7) * Wc, m + rng.uniform(0.3, 0.7) * depth_px)
         c0, c1 = ch // 4, 3 * ch // 4
-        grain = bmode.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
+        grain = scanner.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
         return im.astype(np.float32), f, target, grain
 
     def _fit_moving(self, rng, frames, shape, m, depth_px):
@@ -166,7 +166,7 @@ class RealBackgroundMixin:
         self.sweep_elev = (self.sweep_idx - ref) * mm_per
         im = self._moving_crop(int(np.floor(self.sweep_idx[0])))
         c0, c1 = ch // 4, 3 * ch // 4
-        grain = bmode.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
+        grain = scanner.grain_fwhm(im[c0:c1, cw // 8: cw - cw // 8])
         target = (rng.uniform(0.3, 0.7) * Wc, m + rng.uniform(0.3, 0.7) * depth_px)
         return im.astype(np.float32), f, target, grain
 
