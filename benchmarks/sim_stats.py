@@ -6,7 +6,9 @@ Speckle and grey rows, for real frames (by default the train split of ../shared/
 calibrated on: BUSI train images and every 4th frame of the liver sweep's train blocks) and for each preset's
 needle-free frames (frame 3 of sequences seeded 7000 + i, so persistence is in its steady state), all brought to
 448 px (longest side):
-- mean/std of grey levels in homogeneous 24x24 patches (quadrant means within 8 % of the patch mean),
+- mean/std of grey levels in homogeneous 24x24 patches (quadrant means within 8 % of the patch mean), and their
+  fine texture (mean |Laplacian| over std: pixel-scale roughness),
+- the median grey inside the imaging region,
 - the share of black (<= 5) pixels inside the imaging region (speckle "crackle"),
 - speckle grain: lateral and axial FWHM of the fine texture's autocorrelation, lateral as % of image width,
 - depth: mean grey of the top tenth of the imaging region's rows over the bottom tenth.
@@ -46,7 +48,9 @@ def frame_stats(img) -> dict:
         return {}
     ys, xs = np.nonzero(reg)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    ratios = []
+    ratios, rough = [], []
+    f = img.astype(np.float32)
+    lap = np.abs(cv2.Laplacian(f, cv2.CV_32F, ksize=1))
     for y in range(y0, y1 - 24, 24):
         for x in range(x0, x1 - 24, 24):
             if not reg[y:y + 24, x:x + 24].all():
@@ -58,12 +62,15 @@ def frame_stats(img) -> dict:
             q = [p[:12, :12].mean(), p[:12, 12:].mean(), p[12:, :12].mean(), p[12:, 12:].mean()]
             if np.std(q) / m < 0.08:
                 ratios.append(m / max(p.std(), 1e-6))
+                rough.append(float(lap[y + 1:y + 23, x + 1:x + 23].mean()) / max(p.std(), 1e-6))
     rows = np.array([img[y][reg[y]].mean() for y in range(y0, y1) if reg[y].sum() > 10])
     n = max(len(rows) // 10, 1)
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
     hh, hw = (y1 - y0) // 4, (x1 - x0) // 4
     lat, ax = grain_fwhm(img[cy - hh:cy + hh, cx - hw:cx + hw])
     return {"mean_over_std": float(np.median(ratios)) if ratios else None,
+            "lap_over_std": float(np.median(rough)) if rough else None,
+            "median_grey": float(np.median(img[reg])),
             "black_share": float((img[reg] <= 5).mean()),
             "grain_lat_pct_width": 100.0 * lat / (x1 - x0), "grain_ax_px": ax,
             "top_over_bottom": float(rows[:n].mean() / max(rows[-n:].mean(), 1.0))}
@@ -71,7 +78,8 @@ def frame_stats(img) -> dict:
 
 def summarize(stats: list[dict]) -> dict:
     out = {}
-    for k in ("mean_over_std", "black_share", "grain_lat_pct_width", "grain_ax_px", "top_over_bottom"):
+    for k in ("mean_over_std", "lap_over_std", "median_grey", "black_share", "grain_lat_pct_width", "grain_ax_px",
+              "top_over_bottom"):
         v = np.array([s[k] for s in stats if s and s.get(k) is not None], float)
         out[k] = [float(np.percentile(v, 25)), float(np.median(v)), float(np.percentile(v, 75))] if v.size else None
     out["n"] = len([s for s in stats if s])
@@ -80,6 +88,8 @@ def summarize(stats: list[dict]) -> dict:
 
 KINDS = ("easy", "clinical", "hard", "bench")
 ROWS = (("mean_over_std", "grey mean/std, homogeneous 24x24 patches", "{:.1f}"),
+        ("lap_over_std", "fine texture: mean abs Laplacian / std, same patches", "{:.2f}"),
+        ("median_grey", "median grey inside the image", "{:.0f}"),
         ("black_share", "black (<= 5) share inside the image", "{:.3f}"),
         ("grain_lat_pct_width", "grain: lateral FWHM, % of image width", "{:.1f}"),
         ("grain_ax_px", "grain: axial FWHM, px", "{:.1f}"),

@@ -93,6 +93,9 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         line_px = _u(rng, cfg.scan_line_px)
         self.persist = _u(rng, cfg.persistence)
         self.lut = scanner.grey_map(_u(rng, cfg.grey_curve), _u(rng, cfg.grey_floor))
+        # edge enhancement (drawn from the frame stream: the sequence's other draws keep their values)
+        self.sharpen = _u(self.frame_rng, cfg.edge_enhance)
+        self.sharpen_px = max(max(H, W) / 448.0, 0.5)
         self.src_scale = 1.0               # canvas px -> field px (real backgrounds: the image's own pixels)
         if bg is None:
             tcx, tcy = self._setup_synthetic(rng, cfg, probe, psf, looks, line_px, gain_db, Hc, Wc, m, depth_px)

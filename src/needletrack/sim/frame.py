@@ -178,6 +178,9 @@ class FrameMixin:
         frame = self._compress(tissue)
         if self.lut is not None:
             frame = cv2.LUT(frame, self.lut)
+        if self.sharpen > 0:     # the scanner's edge enhancement: an unsharp mask of about a pixel
+            frame = cv2.addWeighted(frame, 1.0 + self.sharpen, cv2.GaussianBlur(frame, (0, 0), self.sharpen_px),
+                                    -self.sharpen, 0.0)
         if self.persist > 0 and self._prev is not None and self._prev_k == k - 1:
             frame = cv2.addWeighted(self._prev, self.persist, frame, 1.0 - self.persist, 0.0)
         self._prev, self._prev_k = frame, k

@@ -89,6 +89,7 @@ class RealBackgroundMixin:
         med_grey = float(np.median(img))
         # the real image is already grey-mapped: invert nothing, keep its grey levels (identity LUT)
         self.lut = None
+        self.sharpen = 0.0      # nor its edge enhancement (the real image has its own)
         self.ref_grey = med_grey * dr0 / self.dr + gain_db * 0.5 * 255 / self.dr
         self.source = f"needletrack.sim on real background {bmeta.get('name', '?')} ({bmeta.get('source', '?')})"
         return tcx, tcy
