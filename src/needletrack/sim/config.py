@@ -33,11 +33,11 @@ class SimConfig:
     frac_bandwidth: Range = (0.5, 0.9)     # -6 dB fractional bandwidth of the pulse
     f_number: Range = (1.5, 3.5)           # lateral resolution = lambda * F# at the focus
     focus_frac: Range = (0.25, 0.7)        # focal depth as a fraction of the imaging depth
-    speckle_scale: Range = (1.0, 1.6)      # lateral resolution beyond lambda*F# (apodisation widens the main lobe)
+    speckle_scale: Range = (1.0, 1.3)      # lateral resolution beyond lambda*F# (apodisation widens the main lobe)
     axial_scale: Range = (0.6, 1.0)        # axial resolution beyond the pulse length
-    scan_line_px: Range = (1.75, 3.0)      # scan-line spacing (display px; 256-128 lines over 448 px), linear scan conversion
+    scan_line_px: Range = (1.0, 2.0)       # scan-line spacing (display px; 448-224 lines over 448 px), linear scan conversion
     compound_looks: Range = (4, 9)         # spatial compounding: number of steered looks averaged (integer)
-    speckle_reduction: Range = (0.5, 1.2)  # speckle-reduction filter: log-domain blur in grains (scanner.speckle_reduction)
+    speckle_reduction: Range = (0.3, 1.0)  # speckle-reduction filter: log-domain blur in grains (scanner.speckle_reduction)
     persistence: Range = (0.15, 0.45)      # frame averaging: weight of the previous displayed frame
     edge_enhance: Range = (0.3, 0.8)       # unsharp-mask gain of the scanner's edge enhancement (1 px at 448 px)
     grey_curve: Range = (2.0, 3.5)         # grey map: exponential post-processing curve (scanner.grey_map)
