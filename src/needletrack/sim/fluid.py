@@ -57,7 +57,9 @@ def add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin: int, depth_px:
         if kind == "vessel":
             ax_ = rng.uniform(0.8, 3.5) * mm
             ay_ = ax_ * rng.uniform(0.5, 1.0)
-            tube = rng.random() < 0.4        # cut along its length: a tube of constant calibre
+            tube = rng.random() < 0.4        # cut along its length: a tube of constant calibre (at most 4 mm)
+            if tube:
+                ay_ = min(ay_, 2.0 * mm)
         else:
             ax_ = rng.uniform(1.5, 6.0) * mm
             ay_ = ax_ * rng.uniform(0.6, 1.0)
@@ -66,7 +68,7 @@ def add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin: int, depth_px:
             i = int(np.clip(cx_, 0, Wc - 1))
             cy_ = float(np.clip(rng.uniform(b_skin[i] + ay_ + mm, margin + 0.9 * depth_px), b_skin[i] + ay_, None))
             ang_ = rng.uniform(-15, 15)
-            half = ax_ * rng.uniform(3.0, 8.0) if tube else ax_
+            half = min(ay_ * rng.uniform(4.0, 12.0), rng.uniform(5.0, 15.0) * mm) if tube else ax_   # 10-30 mm at most
             ext = half * abs(math.cos(math.radians(ang_))) + ay_ + mm
             box = (cx_ - ext, cx_ + ext, cy_ - ay_ - half * abs(math.sin(math.radians(ang_))) - mm,
                    cy_ + ay_ + half * abs(math.sin(math.radians(ang_))) + mm)
