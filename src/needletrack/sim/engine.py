@@ -274,14 +274,17 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
     def _planned_margin_mm(self, rng, cfg, H, W, step, base):
         """Canvas margin (mm) for the probe moves, breathing and compression this sequence will have: make_motion
         draws them from the first child stream of ``rng``, which is known now; the slow drift (drawn later) is
-        allowed for by its preset bounds (_travel_mm checks the whole motion after and sets up again on a wider
-        canvas when it does not fit)."""
+        allowed for by its preset bounds, scaled down for clips shorter than its 2.5 s (_travel_mm checks the
+        whole motion after and sets up again on a wider canvas when it does not fit)."""
         ss = rng.bit_generator.seed_seq
         child = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (
             ss.n_children_spawned,)))
-        shift, rock = view_travel(child, cfg, (self.n - 1) * step + 1, cfg.fps)
-        half = 0.5 * float(max(cfg.depth_mm[1], cfg.convex_depth_mm[1] if cfg.convex_prob > 0 else 0.0)) * max(W / H, 1.0)
-        drift, rot = float(cfg.probe_drift_mm[1]), float(cfg.probe_rot_deg[1])    # the slow drift's bounds
+        n_src = (self.n - 1) * step + 1
+        shift, rock = view_travel(child, cfg, n_src, cfg.fps)
+        half = 0.5 * float(cfg.depth_mm[1]) * max(W / H, 1.0)
+        # the slow drift wanders over its range in a few seconds (knots 0.8-2.5 s): a short clip moves less
+        f = min(1.0, n_src / cfg.fps / 2.5)
+        drift, rot = f * float(cfg.probe_drift_mm[1]), f * float(cfg.probe_rot_deg[1])
         return max(base, 0.5 + shift + drift + half * math.sin(math.radians(rock + rot)))
 
     def _travel_mm(self) -> float:
