@@ -412,3 +412,19 @@ def test_a_clearly_visible_needle_is_carried_for_a_few_frames_when_the_network_d
     tr = Tracker(ScriptedEngine([empty] * 2), motion_prior=False)
     tr.step(_scene([full]), mask=first)
     assert not tr.step(_scene([], seed=3)).visible
+
+
+def test_the_needle_keeps_the_width_of_the_prompt_when_the_network_sees_only_its_front_wall():
+    full = ((2, 10), (60, 40))
+    first = line_mask((64, 64), *full, 8)                      # the shaft as a person drew it: 8 px wide
+    wall = line_mask((64, 64), *full, 2).astype(np.float32) * 0.95   # the network: a 2-px echo line
+    areas = {}
+    for keep in (True, False):
+        tr = Tracker(ScriptedEngine([wall] * 3), motion_prior=False, keep_prompt_width=keep)
+        tr.step(_scene([full]), mask=first)
+        r = [tr.step(_scene([full], seed=k + 1)) for k in range(3)][-1]
+        assert r.visible
+        areas[keep] = r.mask.sum()
+        iou = (r.mask & first).sum() / (r.mask | first).sum()
+        assert (iou > 0.8) == keep
+    assert areas[True] > 2.5 * areas[False]

@@ -12,6 +12,7 @@ the first frame is never overwritten. When the needle comes back, the memory rea
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -112,7 +113,7 @@ class Tracker:
                  reacquire_frames: int = 8, max_turn_deg: float = 12.0, low_frac: float = 0.5,
                  mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True,
                  carry_lost: bool = True, coast_min_cnr: float | None = 4.0, max_coast: int = 3,
-                 extend_min_cnr: float | None = 1.0,
+                 extend_min_cnr: float | None = 1.0, keep_prompt_width: bool = True,
                  mem_cap: int | None = None):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
@@ -133,6 +134,7 @@ class Tracker:
         self.coast_min_cnr = None if coast_min_cnr is None else float(coast_min_cnr)
         self.max_coast = int(max_coast)
         self.carry_lost = bool(carry_lost)
+        self.keep_prompt_width = bool(keep_prompt_width)
         self.extend_min_cnr = None if extend_min_cnr is None else float(extend_min_cnr)
         self.mask_rule = mask_rule
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
@@ -202,6 +204,7 @@ class Tracker:
         self._motion = MotionPrior()    # carries the last segment with the tissue's frame-to-frame motion
         self._coasted = 0               # consecutive frames the carried segment was kept on image support alone
         self._carried = False           # this frame's output is the carried segment, not the network's
+        self._prompt_width = None       # the needle's width in a person's prompt (px), drawn from then on
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -341,6 +344,11 @@ class Tracker:
             score = float(prob[mask].mean()) if visible else 0.0
             if self.policy == "segment" and visible:
                 self._last_seg = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
+                # a person's prompt shows the needle's full width (its outer diameter, which does not change);
+                # the network's ridge is often narrower (the echo is the front wall), so the prompt's width is
+                # kept for the segment drawn in later frames. An auto start measures the image instead.
+                if self.keep_prompt_width and self.confirmed and self._last_seg is not None:
+                    self._prompt_width = self._last_seg.width
                 if self.motion_prior:
                     self._motion.carry(img, None)      # keep the prompt frame for the next frame's motion
         elif self.policy == "segment" and source != "search":
@@ -422,6 +430,8 @@ class Tracker:
         self._coasted = 0
         if not jump and prior is not None and img is not None and self.extend_min_cnr is not None:
             seg = self._extend_supported(seg, prior, img)
+        if self._prompt_width is not None:
+            seg = dataclasses.replace(seg, width=max(seg.width, self._prompt_width))
         net = prob >= self.threshold
         mask = segment_mask((h, w), seg, net, rule=self.mask_rule)
         if self.mask_rule == "union":        # out to the network's pieces kept, not the drawn line's round caps
