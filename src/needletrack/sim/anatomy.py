@@ -261,17 +261,18 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
             echo *= 1 + (f - 1) * below
             lines *= 1 + (f - 1) * below
     # tissue structure below the resolution of the anatomy above: echogenic strands (fibrous septa, fascicles)
-    # over a darker matrix, elongated 2-4x along the local layering, which tilts by up to ~25 degrees; log-normal,
-    # so a few bright strands and much dark tissue (positively skewed grey levels)
+    # over a darker matrix, elongated 2-4x along the local layering, tilted by up to 45 degrees (septa run
+    # obliquely; up to 25 left the texture too horizontal against the real train split); log-normal, so a few
+    # bright strands and much dark tissue (positively skewed grey levels)
     for cy_mm, cx_mm, amp in ((rng.uniform(0.15, 0.3), rng.uniform(0.5, 1.2), rng.uniform(0.5, 0.8)),
                               (rng.uniform(0.8, 2.0), rng.uniform(2.0, 5.0), rng.uniform(0.6, 1.0))):
-        g = oriented_lowfreq(rng, shape, cy_mm * mm, cx_mm * mm, rng.uniform(-25, 25))
+        g = oriented_lowfreq(rng, shape, cy_mm * mm, cx_mm * mm, rng.uniform(-45, 45))
         g *= np.float32(amp)
         echo *= np.exp(g - np.float32(0.5 * amp * amp))
     # sparse bright echoes: short thin strands (ridges of an anisotropic random field) 5-15 dB above the
     # tissue, in two orientation families: the bright tail of every real frame's grey histogram
     for _ in range(2):
-        g = oriented_lowfreq(rng, shape, rng.uniform(0.15, 0.3) * mm, rng.uniform(1.0, 4.0) * mm, rng.uniform(-20, 20))
+        g = oriented_lowfreq(rng, shape, rng.uniform(0.15, 0.3) * mm, rng.uniform(1.0, 4.0) * mm, rng.uniform(-35, 35))
         thr = np.float32(rng.uniform(1.2, 1.7))
         st = np.maximum(g - thr, 0)
         st *= np.clip(lowfreq(rng, shape, 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)   # in clusters
