@@ -108,7 +108,23 @@ def auto_table(data, out):
         out(f"| {K} | {cnr} | {np.mean(ok):.2f} | {fp / max(n_neg, 1):.3f} |")
 
 
-def policy_table(data, out):
+# policy_table's configurations; --only image: tracker v2's image-support additions, one at a time from the
+# settings before them (the first row) to the shipped defaults (the last row, {}).
+POLICY_CONFIGS = [dict(policy="mask")] + [dict(policy="segment", segment_min_score=s, low_frac=lo, mask_rule=r)
+                                          for s, lo, r in itertools.product((0.6, 0.75, 0.85), (0.5, 1.0),
+                                                                            ("union", "clip"))]
+_BEFORE = dict(reacquire_frames=3, carry_lost=False, coast_min_cnr=None, extend_min_cnr=None,
+               keep_prompt_width=False)
+IMAGE_CONFIGS = [_BEFORE, {**_BEFORE, "extend_min_cnr": 1.0}, {**_BEFORE, "extend_min_cnr": 2.0},
+                 {**_BEFORE, "extend_min_cnr": 1.0, "coast_min_cnr": 4.0},
+                 {**_BEFORE, "extend_min_cnr": 1.0, "coast_min_cnr": 2.0, "max_coast": 30},
+                 {**_BEFORE, "extend_min_cnr": 1.0, "coast_min_cnr": 4.0, "reacquire_frames": 6},
+                 {**_BEFORE, "extend_min_cnr": 1.0, "coast_min_cnr": 4.0, "reacquire_frames": 8},
+                 {**_BEFORE, "extend_min_cnr": 1.0, "coast_min_cnr": 4.0, "reacquire_frames": 12},
+                 {"keep_prompt_width": False}, {}]
+
+
+def policy_table(data, out, configs=POLICY_CONFIGS):
     from needletrack import Tracker
     from needletrack.eval.tracking import SetScore, drift
     from needletrack.track.engine import make_engine
@@ -117,9 +133,6 @@ def policy_table(data, out):
     sets = data["policy"]
     eng = make_engine("default", engine="auto")
     base = shipped_tracker_settings("default")
-    configs = [dict(policy="mask")] + [dict(policy="segment", segment_min_score=s, low_frac=lo, mask_rule=r)
-                                       for s, lo, r in itertools.product((0.6, 0.75, 0.85), (0.5, 1.0),
-                                                                         ("union", "clip"))]
     out("| setting | clinical IoU | empty-frame acc. | withdrawn ≤2 f | hard IoU | empty-frame acc. | "
           "withdrawn ≤2 f | still late IoU | drift |")
     out("|---|---|---|---|---|---|---|---|---|")
@@ -142,7 +155,7 @@ def policy_table(data, out):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["auto", "policy"], default=None)
+    ap.add_argument("--only", choices=["auto", "policy", "image"], default=None)
     ap.add_argument("--sim-commit", default=None, help="make the validation frames with this commit's simulator")
     ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
     args = ap.parse_args(argv)
@@ -170,6 +183,8 @@ def main(argv=None) -> int:
         out("")
     if args.only in (None, "policy"):
         policy_table(data, out)
+    if args.only == "image":
+        policy_table(data, out, IMAGE_CONFIGS)
     if args.out:
         from needletrack.utils import write_text_atomic
 
