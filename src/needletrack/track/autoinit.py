@@ -28,6 +28,7 @@ Thresholds were chosen on simulated sequences and 240 real needle-free images (R
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -80,8 +81,10 @@ class AutoInitConfig:
     start_min_cnr: float = 4.0
 
 
+@functools.lru_cache(maxsize=256)
 def _line_kernel(theta: float, sigma_w: float, half_len: float) -> np.ndarray:
-    """Zero-mean kernel: Gaussian along direction theta, -d²/dn² Gaussian across (a bright ridge)."""
+    """Zero-mean kernel: Gaussian along direction theta, -d²/dn² Gaussian across (a bright ridge). Cached: the
+    same few dozen kernels serve every frame of a stream (read-only)."""
     r = int(math.ceil(max(half_len * 2.0, sigma_w * 4.0)))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
     c, s = math.cos(theta), math.sin(theta)
@@ -92,7 +95,9 @@ def _line_kernel(theta: float, sigma_w: float, half_len: float) -> np.ndarray:
     k = along * across
     k -= k.mean()
     k /= np.abs(k).sum()
-    return k.astype(np.float32)
+    k = k.astype(np.float32)
+    k.setflags(write=False)
+    return k
 
 
 def _ridge_response(img: np.ndarray, cfg: AutoInitConfig) -> tuple[np.ndarray, np.ndarray]:
