@@ -75,7 +75,8 @@ def make_data(sim_commit: str | None, path: str) -> None:
 
 def auto_table(data, out):
     from needletrack.geometry import line_mask
-    from needletrack.track.autoinit import AutoInitConfig, find_needle_line, lines_agree
+    from needletrack.track.autoinit import AutoInitConfig, find_needle_line
+    from needletrack.track.autostart import lines_agree
 
     clips = data["auto"]
     found = {n: [find_needle_line(f) for f in frames] for n, (_, frames, _) in enumerate(clips)}

@@ -7,7 +7,8 @@ import pytest
 
 from needletrack.geometry import line_mask
 from needletrack.track import Tracker, detect_needle, find_needle_line
-from needletrack.track.autoinit import AutoInitConfig, estimate_shaft_width
+from needletrack.track.autoinit import AutoInitConfig
+from needletrack.track.autostart import estimate_shaft_width
 
 
 def speckle(h, w, seed, mean=70.0):

@@ -181,7 +181,7 @@ def _refine_ends(img, c, u, t0, t1, width, max_gap):
     return best[1]
 
 
-def _profile_stats(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, width: float):
+def profile_stats(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, width: float):
     """CNR of the shaft against flanking bands, and the shaft's width (FWHM of the mean cross-profile)."""
     d = p1 - p0
     length = float(np.hypot(*d))
@@ -328,8 +328,8 @@ def _candidates(small: np.ndarray, cfg: "AutoInitConfig") -> list[dict]:
         length = t1 - t0
         if length < 0.5 * min_len:
             continue
-        cnr, width = _profile_stats(small, p0, p1, 2.0 * sig)
-        cnr2, width2 = _profile_stats(small, p0, p1, max(width, 1.5))   # again, the core at the measured width
+        cnr, width = profile_stats(small, p0, p1, 2.0 * sig)
+        cnr2, width2 = profile_stats(small, p0, p1, max(width, 1.5))   # again, the core at the measured width
         if cnr2 > cnr:
             cnr, width = cnr2, width2
         # how bright the shaft is among the imaged pixels (needles are among the brightest echoes)
@@ -424,65 +424,3 @@ def detect_needle(frame, cfg: AutoInitConfig | None = None) -> np.ndarray | None
     shape = np.asarray(frame).shape[:2]
     m = line_mask(shape, line.p0, line.p1, line.width_px)
     return m if m.any() else None
-
-
-def lines_agree(a: NeedleLine, b: NeedleLine, max_deg: float, max_offset: float) -> bool:
-    """Same line: orientations within ``max_deg`` and a's midpoint within ``max_offset`` px of b's line."""
-    da = np.subtract(a.p1, a.p0)
-    db = np.subtract(b.p1, b.p0)
-    na, nb = float(np.hypot(*da)), float(np.hypot(*db))
-    if na < 1e-6 or nb < 1e-6:
-        return False
-    c = abs(float(da @ db)) / (na * nb)
-    if math.degrees(math.acos(min(1.0, c))) > max_deg:
-        return False
-    m = (np.asarray(a.p0) + np.asarray(a.p1)) / 2.0 - np.asarray(b.p0)
-    return abs(float(m[0] * db[1] - m[1] * db[0])) / nb <= max_offset
-
-
-class StartConfirmer:
-    """Auto start that declines rather than guesses (see ``AutoInitConfig.confirm_frames``):
-    ``update(frame) -> mask | None``; a mask only once the same confident line held for the last
-    ``confirm_frames`` frames."""
-
-    def __init__(self, cfg: AutoInitConfig | None = None):
-        self.cfg = cfg or AutoInitConfig()
-        self.history: list[NeedleLine | None] = []
-
-    def update(self, frame) -> np.ndarray | None:
-        from needletrack.geometry import line_mask
-
-        cfg = self.cfg
-        line = find_needle_line(frame, cfg)
-        if line is not None and line.cnr < cfg.start_min_cnr:
-            line = None
-        self.history = (self.history + [line])[-max(1, cfg.confirm_frames):]
-        if len(self.history) < cfg.confirm_frames or any(x is None for x in self.history):
-            return None
-        h, w = np.asarray(frame).shape[:2]
-        off = cfg.confirm_offset_frac * math.hypot(h, w)
-        if not all(lines_agree(x, line, cfg.confirm_deg, off) for x in self.history[:-1]):
-            return None
-        m = line_mask((h, w), line.p0, line.p1, line.width_px)
-        return m if m.any() else None
-
-
-def estimate_shaft_width(frame, p0, p1, default: float | None = None) -> float:
-    """Width (px) of the bright shaft along p0→p1 in ``frame`` (cross-profile FWHM), clipped to a sane range.
-
-    Used to draw ``first_line`` prompts at the shaft's width."""
-    img = to_float01(frame, "frame")
-    h, w = img.shape
-    lo, hi = 2.0, max(4.0, 0.08 * min(h, w))
-    guess = default if default is not None else max(3.0, 0.01 * min(h, w))
-    a, b = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
-    if np.hypot(*(b - a)) < 2:
-        return float(np.clip(guess, lo, hi))
-    cnr, width = _profile_stats(img, a, b, guess)
-    if cnr < 1.0:  # no visible shaft along the line: keep the default
-        return float(np.clip(guess, lo, hi))
-    if width > 1.5 * guess:  # wider than guessed: measure again with flanks that clear the shaft
-        cnr2, width2 = _profile_stats(img, a, b, width)
-        if cnr2 >= 1.0:
-            width = width2
-    return float(np.clip(width, lo, hi))

@@ -9,14 +9,16 @@ per-frame baselines (``is_memory_model == False``) segment each frame alone thro
 A memory frame is written every ``mem_every`` frames, but only from a confident, non-empty prediction, so
 frames where the needle has left the image (or a doubtful one) never overwrite what the needle looks like;
 the first frame is never overwritten. When the needle comes back, the memory read finds it again.
+
+What the tracker decides from each probability map (policy "segment", tracker v2) is
+:class:`needletrack.track.policy.SegmentPolicy`; what it reports is :class:`needletrack.track.result.TrackResult`;
+an unprompted start is :class:`needletrack.track.autostart.StartConfirmer`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,79 +28,10 @@ from needletrack.track.engine import Letterbox, make_engine
 from needletrack.track.frames import FrameNormaliser
 from needletrack.track.kalman import TipTailKalman
 from needletrack.track.memory import MemoryStore
-from needletrack.track.segment import (MotionPrior, clipped, extend_along, extend_to_mask, fit_segment_scaled,
-                                       image_support, segment_mask)
+from needletrack.track.policy import SegmentPolicy, SegmentSettings
+from needletrack.track.result import CSV_DECIMALS, CSV_HEADER, TrackResult, predicted_path  # noqa: F401 (re-exported)
 
 
-@dataclass
-class TrackResult:
-    frame_index: int
-    mask: np.ndarray                       # H×W bool, frame size
-    prob: np.ndarray                       # H×W float32 in [0, 1], frame size
-    visible: bool
-    score: float                           # mean probability inside the mask (0 when nothing is visible)
-    tip: tuple[float, float] | None        # Kalman-smoothed (x, y) px; None when not visible
-    tail: tuple[float, float] | None
-    angle_deg: float | None                # to the horizontal, 0..90 going down (geometry convention)
-    path: np.ndarray | None                # 2×2 [[tip_x, tip_y], [x, y]]: the shaft extended to the image border
-    raw_tip: tuple[float, float] | None = None   # unsmoothed geometry from the mask
-    raw_tail: tuple[float, float] | None = None
-    area_px: int = 0
-    source: str = "model"                  # "prompt" (first frame), "model", "search" (auto, nothing yet)
-    memory_frames: list[int] = field(default_factory=list)
-    confirmed: bool = True                 # False while an auto-found needle has not been prompted by a person
-    segment_contrast: float | None = None  # policy "segment": ridge contrast of the fitted segment
-
-    def csv_row(self, time_s: float | None = None, spacing_mm=None) -> list:
-        """One needle.csv row (CSV_HEADER), formatted from :meth:`as_record`. ``spacing_mm``: [row_mm, col_mm]
-        when known; the mm columns stay empty otherwise. Tip and tail in mm are measured from the image's
-        top-left corner; ``length_mm`` is the needle length in view (tail to tip) and ``depth_mm`` the tip's
-        depth below the top of the image (the probe face for a linear probe)."""
-        rec = self.as_record(time_s, spacing_mm)
-        row = []
-        for key in CSV_HEADER:
-            v = rec[key]
-            if key == "frame":
-                row.append(v)
-            elif key in ("visible", "confirmed"):
-                row.append(int(bool(v)))
-            elif v is None:
-                row.append("")
-            else:
-                row.append(f"{v:.{CSV_DECIMALS.get(key, 2)}f}")
-        return row
-
-    def as_record(self, time_s: float | None = None, spacing_mm=None) -> dict:
-        """The result as one flat record: the one place its printed forms come from (needle.csv's CSV_HEADER
-        columns, the web page's rows, the OpenIGTLink status string). Numbers are rounded as they are printed
-        (time_s and score 4 decimals, px and degrees 2, mm 3); None where a value is absent, and the mm
-        columns only with ``spacing_mm`` ([row_mm, col_mm]) and a visible shaft; plus ``area_px``. Read with
-        getattr defaults, so ``TrackResult.as_record(result)`` also takes a tracker stand-in's result."""
-        def r(v, nd):
-            return None if v is None else round(float(v), nd)
-        g = lambda name, default=None: getattr(self, name, default)  # noqa: E731
-        tip, tail, frame, visible, score = g("tip"), g("tail"), g("frame_index"), g("visible"), g("score")
-        rec = {"frame": None if frame is None else int(frame), "time_s": r(time_s, 4),
-               "visible": None if visible is None else bool(visible), "score": r(score, 4),
-               "tip_x": r(tip[0] if tip is not None else None, 2), "tip_y": r(tip[1] if tip is not None else None, 2),
-               "tail_x": r(tail[0] if tail is not None else None, 2),
-               "tail_y": r(tail[1] if tail is not None else None, 2),
-               "angle_deg": r(g("angle_deg"), 2), "confirmed": bool(g("confirmed", True)),
-               "tip_x_mm": None, "tip_y_mm": None, "tail_x_mm": None, "tail_y_mm": None, "length_mm": None,
-               "depth_mm": None, "area_px": int(g("area_px", 0) or 0)}
-        if spacing_mm is not None and tip is not None and tail is not None:
-            sy, sx = float(spacing_mm[0]), float(spacing_mm[1])
-            rec.update(tip_x_mm=r(tip[0] * sx, 3), tip_y_mm=r(tip[1] * sy, 3), tail_x_mm=r(tail[0] * sx, 3),
-                       tail_y_mm=r(tail[1] * sy, 3),
-                       length_mm=r(math.hypot((tip[0] - tail[0]) * sx, (tip[1] - tail[1]) * sy), 3),
-                       depth_mm=r(tip[1] * sy, 3))
-        return rec
-
-
-CSV_HEADER = ["frame", "time_s", "visible", "score", "tip_x", "tip_y", "tail_x", "tail_y", "angle_deg", "confirmed",
-              "tip_x_mm", "tip_y_mm", "tail_x_mm", "tail_y_mm", "length_mm", "depth_mm"]
-CSV_DECIMALS = {"time_s": 4, "score": 4, "tip_x_mm": 3, "tip_y_mm": 3, "tail_x_mm": 3, "tail_y_mm": 3,
-                "length_mm": 3, "depth_mm": 3}   # every other number: 2
 POLICIES = ("segment", "mask")
 
 
@@ -118,25 +51,16 @@ class Tracker:
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
         self.policy = policy
-        self.min_contrast = float(min_contrast)
-        self.min_length_frac = float(min_length_frac)
-        self.reacquire_frames = int(reacquire_frames)
-        self.max_turn_deg = float(max_turn_deg)
-        self.low_frac = float(low_frac)
-        # the segment policy's score is the ridge (the best pixel across the line), higher than v1's mean over
-        # the mask, so it has its own floor: 0.75, chosen on the harness's validation sets (docs/tracker.md)
-        self.segment_min_score = float(segment_min_score)
-        self.motion_prior = bool(motion_prior)
-        # image support (docs/tracker.md): the carried segment is kept while the network is unsure but the image
-        # still shows a line there (CNR >= coast_min_cnr, at most max_coast frames in a row), and a segment the
-        # network has shortened keeps the carried extent where the image still shows it (>= extend_min_cnr).
-        # None turns either off.
-        self.coast_min_cnr = None if coast_min_cnr is None else float(coast_min_cnr)
-        self.max_coast = int(max_coast)
-        self.carry_lost = bool(carry_lost)
-        self.keep_prompt_width = bool(keep_prompt_width)
-        self.extend_min_cnr = None if extend_min_cnr is None else float(extend_min_cnr)
-        self.mask_rule = mask_rule
+        # the segment policy's settings and state live in one place (needletrack.track.policy); the ridge score
+        # has its own floor, segment_min_score 0.75, chosen on the harness's validation sets (docs/tracker.md)
+        self.segment_settings = SegmentSettings(
+            threshold=float(threshold), min_score=float(min_score), segment_min_score=float(segment_min_score),
+            min_contrast=float(min_contrast), min_length_frac=float(min_length_frac),
+            reacquire_frames=int(reacquire_frames), max_turn_deg=float(max_turn_deg), low_frac=float(low_frac),
+            mask_rule=mask_rule, motion_prior=bool(motion_prior), carry_lost=bool(carry_lost),
+            coast_min_cnr=None if coast_min_cnr is None else float(coast_min_cnr), max_coast=int(max_coast),
+            extend_min_cnr=None if extend_min_cnr is None else float(extend_min_cnr),
+            keep_prompt_width=bool(keep_prompt_width))
         if hasattr(model_or_engine, "encode_key") and hasattr(model_or_engine, "segment") \
                 and hasattr(model_or_engine, "read_memory") and hasattr(model_or_engine, "input_hw") \
                 and not hasattr(model_or_engine, "parameters"):
@@ -197,14 +121,8 @@ class Tracker:
         self.entry_side: str | None = None
         self._prev = None               # previous frame's raw features (flow)
         self.confirmed = True           # False after an auto start, until a person prompts
-        self._last_seg = None           # policy "segment": the last accepted segment (frame coordinates)
-        self._pending = 0               # consecutive frames with a segment inconsistent with the last one
-        self._consistent = False        # this frame's segment agrees with the last accepted one
         self._confirmer = None          # auto start: the same confident line over several frames
-        self._motion = MotionPrior()    # carries the last segment with the tissue's frame-to-frame motion
-        self._coasted = 0               # consecutive frames the carried segment was kept on image support alone
-        self._carried = False           # this frame's output is the carried segment, not the network's
-        self._prompt_width = None       # the needle's width in a person's prompt (px), drawn from then on
+        self.segment_policy = SegmentPolicy(self.segment_settings)   # policy "segment": its state
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -272,7 +190,7 @@ class Tracker:
             return mb
         if first_line is not None:
             from needletrack.geometry import line_mask
-            from needletrack.track.autoinit import estimate_shaft_width
+            from needletrack.track.autostart import estimate_shaft_width
 
             try:
                 x0, y0, x1, y1 = (float(v) for v in first_line)
@@ -290,7 +208,7 @@ class Tracker:
             width = self.line_width or estimate_shaft_width(img, (x0, y0), (x1, y1))
             return line_mask(hw, (x0, y0), (x1, y1), width)
         # auto (now or still searching): declines until the same confident line held for a few frames
-        from needletrack.track.autoinit import StartConfirmer
+        from needletrack.track.autostart import StartConfirmer
 
         if self._confirmer is None:
             self._confirmer = StartConfirmer(self.autoinit_cfg)
@@ -324,7 +242,7 @@ class Tracker:
         prob_in = self.engine.segment(r, q)
         self._prev = getattr(q, "raw16", None)
         res = self._finish(img, self.letterbox.backward(prob_in), source="model")
-        consistent = self._consistent if self.policy == "segment" else True
+        consistent = self.segment_policy.consistent if self.policy == "segment" else True
         if res.visible and res.score >= self.mem_min_score and consistent and self.memory.due(i):
             v = self.engine.encode_value(x, prob_in, q)
             self.memory.add(q.key, v, i)
@@ -343,17 +261,10 @@ class Tracker:
             visible = bool(mask.any())
             score = float(prob[mask].mean()) if visible else 0.0
             if self.policy == "segment" and visible:
-                self._last_seg = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
-                # a person's prompt shows the needle's full width (its outer diameter, which does not change);
-                # the network's ridge is often narrower (the echo is the front wall), so the prompt's width is
-                # kept for the segment drawn in later frames. An auto start measures the image instead.
-                if self.keep_prompt_width and self.confirmed and self._last_seg is not None:
-                    self._prompt_width = self._last_seg.width
-                if self.motion_prior:
-                    self._motion.carry(img, None)      # keep the prompt frame for the next frame's motion
+                self.segment_policy.start(img, mask, from_person=self.confirmed)
         elif self.policy == "segment" and source != "search":
-            mask, score, visible, seg = self._segment_decision(prob, img)
-            if self._carried:
+            mask, score, visible, seg = self.segment_policy.decide(prob, img)
+            if self.segment_policy.carried:
                 source = "carried"
         else:
             mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
@@ -388,95 +299,6 @@ class Tracker:
                            source=source, memory_frames=self.memory.frames, confirmed=self.confirmed,
                            segment_contrast=seg.contrast if seg is not None else None)
 
-    def _segment_decision(self, prob: np.ndarray, img: np.ndarray | None = None):
-        """Policy "segment" (tracker v2, docs/tracker.md): fit the needle segment with the last accepted one,
-        carried by the motion prior, as its prior; decide presence from its length, ridge score and contrast, and
-        keep it consistent over time.
-
-        * visible needs: length >= ``min_length_frac`` of the frame diagonal, core ridge probability >=
-          max(``min_score``, ``segment_min_score``) and ridge contrast against the bands beside it >=
-          ``min_contrast``;
-        * a segment turned > ``max_turn_deg`` from the last accepted one, or shifted off its line by more than
-          max(4 widths, 6 % of the diagonal), is a jump: it is reported only once it has held for
-          ``reacquire_frames`` consecutive frames (a phantom on a tissue line rarely does; a real needle does);
-        * the mask follows ``mask_rule`` (:func:`needletrack.track.segment.segment_mask`); with ``union`` the
-          segment's ends are then moved out to the mask's extent, and that segment is the next frame's prior."""
-        h, w = prob.shape
-        diag = math.hypot(h, w)
-        prior = self._last_seg
-        if self.motion_prior and img is not None:
-            prior = self._motion.carry(img, prior)
-            if self.carry_lost:
-                self._last_seg = prior     # the needle's path moves with the tissue, seen or not
-        seg = fit_segment_scaled(prob, prior, self.threshold, self.low_frac * self.threshold, self.max_turn_deg)
-        self._consistent = False
-        self._carried = False
-        if seg is None or seg.length < self.min_length_frac * diag \
-                or seg.score < max(self.min_score, self.segment_min_score) \
-                or seg.contrast < self.min_contrast:
-            self._pending = 0
-            return self._coast(prob, img, prior)
-        last = self._last_seg
-        jump = False
-        if last is not None:
-            jump = seg.angle_to(last) > self.max_turn_deg or \
-                seg.offset_to(last) > max(4.0 * max(seg.width, last.width), 0.06 * diag)
-            if jump:
-                self._pending += 1
-                if self._pending < self.reacquire_frames:
-                    return self._coast(prob, img, prior)
-            self._consistent = not jump
-        self._pending = 0
-        self._coasted = 0
-        if not jump and prior is not None and img is not None and self.extend_min_cnr is not None:
-            seg = self._extend_supported(seg, prior, img)
-        if self._prompt_width is not None:
-            seg = dataclasses.replace(seg, width=max(seg.width, self._prompt_width))
-        net = prob >= self.threshold
-        mask = segment_mask((h, w), seg, net, rule=self.mask_rule)
-        if self.mask_rule == "union":        # out to the network's pieces kept, not the drawn line's round caps
-            seg = extend_to_mask(seg, mask & net)
-        self._last_seg = seg
-        return mask, seg.score, True, seg
-
-    def _coast(self, prob, img, prior):
-        """The network shows no acceptable segment: keep the carried one while the image itself still shows a
-        line along it (at most ``max_coast`` frames in a row), else report nothing. The network's score is kept
-        (the mean probability inside the carried mask), so a low score says who decided."""
-        empty = np.zeros(prob.shape, bool)
-        if self.coast_min_cnr is None or prior is None or img is None or self._coasted >= self.max_coast \
-                or image_support(img, prior.p0, prior.p1, prior.width) < self.coast_min_cnr:
-            return empty, 0.0, False, None
-        from needletrack.geometry import line_mask
-
-        self._coasted += 1
-        self._carried = True
-        mask = line_mask(prob.shape, prior.p0, prior.p1, prior.width)
-        self._last_seg = prior
-        score = float(prob[mask].mean()) if mask.any() else 0.0
-        return mask, score, bool(mask.any()), prior
-
-    def _extend_supported(self, seg, prior, img):
-        """``seg`` lengthened to the carried segment's extent at either end, for each end whose added part the
-        image still shows (>= ``extend_min_cnr``): the network losing a dim distal part does not shrink the
-        needle, and a needle drawn back (no line left there) is not extended."""
-        ext = extend_along(seg, prior)
-        p0 = np.asarray(seg.p0, float)
-        d = seg.direction
-        lo = float((np.asarray(ext.p0, float) - p0) @ d)
-        hi = lo + ext.length
-        new_lo, new_hi = 0.0, seg.length
-        if lo < -3.0 and image_support(img, *_ends(clipped(seg, lo, 0.0)), seg.width) >= self.extend_min_cnr:
-            new_lo = lo
-        if hi > seg.length + 3.0 and \
-                image_support(img, *_ends(clipped(seg, seg.length, hi)), seg.width) >= self.extend_min_cnr:
-            new_hi = hi
-        return seg if (new_lo, new_hi) == (0.0, seg.length) else clipped(seg, new_lo, new_hi)
-
-
-def _ends(seg):
-    return seg.p0, seg.p1
-
 
 def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,
                     min_area_px: int | None = None) -> tuple[np.ndarray, float, bool]:
@@ -489,26 +311,6 @@ def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,
     visible = int(mask.sum()) >= floor
     score = float(prob[mask].mean(dtype=np.float32)) if visible else 0.0
     return mask, score, visible and score >= min_score
-
-
-def predicted_path(tip, tail, frame_hw) -> np.ndarray | None:
-    """The shaft extended straight ahead of the tip to the image border: [[tip_x, tip_y], [end_x, end_y]]."""
-    h, w = frame_hw
-    d = np.array([tip[0] - tail[0], tip[1] - tail[1]], dtype=np.float64)
-    n = float(np.hypot(*d))
-    if n < 1e-6:
-        return None
-    d /= n
-    # distance along d from the tip to the first border crossing
-    ts = []
-    for comp, pos, lim in ((d[0], tip[0], w - 1.0), (d[1], tip[1], h - 1.0)):
-        if comp > 1e-9:
-            ts.append((lim - pos) / comp)
-        elif comp < -1e-9:
-            ts.append((0.0 - pos) / comp)
-    t = max(0.0, min(ts)) if ts else 0.0
-    end = (tip[0] + t * d[0], tip[1] + t * d[1])
-    return np.array([[tip[0], tip[1]], [end[0], end[1]]], dtype=np.float32)
 
 
 # Tracker settings a weights file may carry (its metadata "tracker" entry), tuned on a validation split.
