@@ -33,20 +33,20 @@ class SimConfig:
     frac_bandwidth: Range = (0.5, 0.9)     # -6 dB fractional bandwidth of the pulse
     f_number: Range = (1.5, 3.5)           # lateral resolution = lambda * F# at the focus
     focus_frac: Range = (0.25, 0.7)        # focal depth as a fraction of the imaging depth
-    speckle_scale: Range = (1.0, 1.3)      # lateral resolution beyond lambda*F# (apodisation widens the main lobe)
+    speckle_scale: Range = (1.0, 1.6)      # lateral resolution beyond lambda*F# (apodisation widens the main lobe)
     axial_scale: Range = (0.6, 1.0)        # axial resolution beyond the pulse length
     scan_line_px: Range = (1.0, 2.0)       # scan-line spacing (display px; 448-224 lines over 448 px), linear scan conversion
     compound_looks: Range = (4, 9)         # spatial compounding: number of steered looks averaged (integer)
     speckle_reduction: Range = (0.3, 1.0)  # speckle-reduction filter: log-domain blur in grains (scanner.speckle_reduction)
     persistence: Range = (0.15, 0.45)      # frame averaging: weight of the previous displayed frame
     edge_enhance: Range = (0.3, 0.8)       # unsharp-mask gain of the scanner's edge enhancement (1 px at 448 px)
-    grey_curve: Range = (2.0, 3.5)         # grey map: exponential post-processing curve (scanner.grey_map)
+    grey_curve: Range = (1.2, 3.5)         # grey map: exponential post-processing curve (scanner.grey_map)
     grey_floor: Range = (0.0, 8.0)         # grey level of the display floor (the noise floor is dark grey, not black)
     atten_db_cm_mhz: Range = (0.5, 0.9)    # tissue attenuation
     tgc_compensation: Range = (0.25, 0.65)  # fraction of the attenuation the TGC gives back (about 3x darker at depth)
     tgc_ripple_db: Range = (0.0, 5.0)      # slider-shaped residual gain over depth
-    dynamic_range_db: Range = (55.0, 70.0)  # log compression to 8 bit (breast presets: 55-70 dB)
-    gain_db: Range = (-3.0, 9.0)           # overall gain (median grey of the image ~72, as the real train split)
+    dynamic_range_db: Range = (45.0, 65.0)  # log compression to 8 bit (breast presets: 55-70 dB)
+    gain_db: Range = (-8.0, 15.0)          # overall gain (median grey of the image ~72, as the real train split)
     noise_floor_db: Range = (-75.0, -60.0)  # electronic noise, relative to the tissue reference level
     # --- anatomy ------------------------------------------------------------------------------------
     scene: str = "breast"                  # "breast" (anatomy.breast) or "bench" (anatomy.bench: water over a block)
@@ -139,7 +139,7 @@ def preset(name: str = "clinical") -> SimConfig:
     if name == "easy":
         return SimConfig(
             depth_mm=(25.0, 40.0), border_prob=0.3, convex_prob=0.0, overlay_prob=0.3,
-            dynamic_range_db=(60.0, 70.0), gain_db=(1.0, 8.0), noise_floor_db=(-80.0, -70.0), compound_looks=(5, 9),
+            dynamic_range_db=(45.0, 65.0), gain_db=(-6.0, 15.0), noise_floor_db=(-80.0, -70.0), compound_looks=(5, 9),
             ligaments=(1, 3), distractor_lines=(0, 0),
             angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(0.0, 6.0), contrast_scale=(0.6, 0.9),
             dropout=(0.0, 0.15), tilt_deg=(0.0, 0.4), slab_mm=(0.6, 1.0),
@@ -151,9 +151,9 @@ def preset(name: str = "clinical") -> SimConfig:
     if name == "hard":
         return SimConfig(
             depth_mm=(35.0, 70.0), border_prob=0.8, convex_prob=0.25, overlay_prob=0.85,
-            freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.8, 3.0), axial_scale=(1.0, 1.3), compound_looks=(2, 6),
+            freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.2, 2.0), axial_scale=(1.0, 1.3), compound_looks=(2, 6),
             speckle_reduction=(0.0, 0.8), atten_db_cm_mhz=(0.5, 1.0), tgc_compensation=(0.25, 0.65), tgc_ripple_db=(2.0, 8.0),
-            dynamic_range_db=(45.0, 70.0), gain_db=(-3.0, 12.0), noise_floor_db=(-60.0, -45.0),
+            dynamic_range_db=(45.0, 70.0), gain_db=(-8.0, 15.0), noise_floor_db=(-60.0, -45.0),
             ligaments=(2, 6), distractor_lines=(1, 4),
             angle_deg=(20.0, 60.0), shallow_bias=1.0, bend_prob=0.5, bend_deg=(0.5, 4.0),
             needle_gain_db=(-6.0, 0.0), contrast_scale=(0.35, 0.6), shadow=(0.05, 0.3), dropout=(0.3, 0.8),

@@ -90,7 +90,12 @@ class RealBackgroundMixin:
         # the real image is already grey-mapped: invert nothing, keep its grey levels (identity LUT)
         self.lut = None
         self.sharpen = 0.0      # nor its edge enhancement (the real image has its own)
-        self.ref_grey = med_grey * dr0 / self.dr + gain_db * 0.5 * 255 / self.dr
+        # the real image was recorded at its own gain: only a residual gain of -1.5..4.5 dB is added, at the rank of
+        # the sequence's gain draw (the synthetic presets' wide gain range would shift the real grey levels by up to
+        # +-20 grey levels)
+        lo, hi = float(cfg.gain_db[0]), float(cfg.gain_db[1])
+        resid_db = -1.5 + 6.0 * ((gain_db - lo) / (hi - lo) if hi > lo else 0.5)
+        self.ref_grey = med_grey * dr0 / self.dr + resid_db * 255 / self.dr
         self.source = f"needletrack.sim on real background {bmeta.get('name', '?')} ({bmeta.get('source', '?')})"
         return tcx, tcy
 
