@@ -45,8 +45,8 @@ class SimConfig:
     atten_db_cm_mhz: Range = (0.5, 0.9)    # tissue attenuation
     tgc_compensation: Range = (0.25, 0.65)  # fraction of the attenuation the TGC gives back (about 3x darker at depth)
     tgc_ripple_db: Range = (0.0, 5.0)      # slider-shaped residual gain over depth
-    dynamic_range_db: Range = (45.0, 65.0)  # log compression to 8 bit (breast presets: 55-70 dB)
-    gain_db: Range = (-8.0, 15.0)          # overall gain (median grey of the image ~72, as the real train split)
+    dynamic_range_db: Range = (45.0, 65.0)  # log compression to 8 bit (set per patient: real frames range from flat to contrasty)
+    gain_db: Range = (-8.0, 15.0)          # overall gain (median grey ~72 as the real train split, dark to bright frames)
     noise_floor_db: Range = (-75.0, -60.0)  # electronic noise, relative to the tissue reference level
     # --- anatomy ------------------------------------------------------------------------------------
     scene: str = "breast"                  # "breast" (anatomy.breast) or "bench" (anatomy.bench: water over a block)
