@@ -363,7 +363,8 @@ def main(argv=None) -> int:
                            f"{plan['stills_per_image']} frames per test image; liver test block."}
     for inc in args.include:
         earlier = json.loads(Path(inc).read_text())
-        if earlier.get("plan") != plan or earlier.get("simulator") != report["simulator"]:
+        # compare as stored: the plan's tuples come back from JSON as lists
+        if earlier.get("plan") != json.loads(json.dumps(plan)) or earlier.get("simulator") != report["simulator"]:
             raise SystemExit(f"--include {inc}: made on other sets (plan or simulator differ)")
         for label, run in earlier["runs"].items():
             if label != "optical flow" or args.no_flow:

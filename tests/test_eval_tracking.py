@@ -93,3 +93,18 @@ def test_tiny_harness_run_end_to_end(tmp_path, backgrounds_dir):
     md = et.to_markdown({"command": "x", "when": "d", "machine": "m", "wall_s": 1.0, "sets_note": "n",
                          "runs": {"tree": {"config": "c", "scores": tree}, "flow": {"config": "f", "scores": flow}}})
     assert "| clinical: IoU |" in md and "| tree | flow |" in md
+    # a later run adds its configuration to an earlier report on the same sets (--include); the plan holds tuples,
+    # which the earlier report stored as JSON lists
+    import json
+
+    monkey = {"FULL": et.FULL, "build_sets": et.build_sets}
+    try:
+        et.FULL = plan
+        et.build_sets = lambda cache, p, **kw: sets
+        common = ["--no-auto", "--no-flow", "--engine", "torch"]
+        assert et.main(["--config", "a::default", *common, "--out", str(tmp_path / "r1")]) == 0
+        assert et.main(["--config", "b::default", "--include", str(tmp_path / "r1.json"), *common,
+                        "--out", str(tmp_path / "r2")]) == 0
+    finally:
+        et.FULL, et.build_sets = monkey["FULL"], monkey["build_sets"]
+    assert set(json.loads((tmp_path / "r2.json").read_text())["runs"]) == {"a", "b"}
