@@ -72,7 +72,7 @@ def test_one_mask_rule_for_every_encoding(tmp_path):
 
 
 def test_first_mask_in_every_encoding_gives_the_same_track(tmp_path, model_path, clip, capsys):
-    from needletrack.track.pipeline import read_first_mask
+    from needletrack.track.cine_to_folder import read_first_mask
 
     for p in mask_files(tmp_path / "m", LINE):
         assert np.array_equal(read_first_mask(p, (H, W)), LINE), p.name

@@ -56,7 +56,7 @@ def track_job(job, tracker, track_fn: Callable | None, max_frames: int, model_la
             raise JobCancelled()
 
     if track_fn is None:
-        from needletrack.track.pipeline import track_to_folder as track_fn
+        from needletrack.track.cine_to_folder import track_to_folder as track_fn
     mode = job.prompt["mode"]
     kwargs = {}
     if mode == "line":

@@ -6,7 +6,7 @@
   (never queued or running ones, never fresh ones: the server answers 429 instead), idle ones expire;
 * a job is reachable only by whoever holds its id (128 random bits; there is no listing of jobs);
 * what a job tracks is checked first by :mod:`needletrack.serve.job_inputs` (uploads, the simulated sample);
-* the tracking itself is ``needletrack.track.pipeline.track_to_folder`` (the ``track`` CLI's engine room):
+* the tracking itself is ``needletrack.track.cine_to_folder.track_to_folder`` (the ``track`` CLI's engine room):
   the outputs are exactly the CLI's (masks/, needle.csv, overlay.mp4, summary.json) plus masks.zip.
 
 The routes of :mod:`needletrack.serve.web` call :class:`JobManager` from FastAPI's thread pool.
