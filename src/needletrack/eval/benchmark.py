@@ -267,25 +267,18 @@ def format_row(r: dict) -> str:
             f"peak RSS {r['peak_rss_mb']:6.0f} MB  ({r['threads']} threads, {r['memory_writes']} memory writes)")
 
 
-def time_read_variants(key_dim: int = 64, value_dim: int = 64, size: int = 256, slots: int = 9, top_k: int = 20,
-                       runs: int = 50, threads: int | None = None) -> dict:
+def time_read_variants(key_dim: int = 64, value_dim: int = 64, size: int = 256, memory_slots: int = 9,
+                       top_k: int = 20, runs: int = 50, threads: int | None = None) -> dict:
     """ms per memory read (median of ``runs``) for the three ways the read graph can be exported: top-k by
     gathering the k values (the default), top-k by scattering weights into a dense matrix (the model's
     torch code, traced as is), and a dense masked softmax (no top-k)."""
     import io
 
     from needletrack.track.onnx_engine import make_session
-    from needletrack.track.onnx_export import export_read_graph
+    from needletrack.track.onnx_graphs import export_read_graph
 
-    class _R:
-        pass
-
-    from needletrack.models.memory import read_memory
-
-    shim = _R()
-    shim.read_memory = read_memory
     h = size // 16
-    n = slots * h * h
+    n = memory_slots * h * h
     rng = np.random.default_rng(0)
     feeds = {"mem_key": rng.standard_normal((1, key_dim, n)).astype(np.float32),
              "mem_val": rng.standard_normal((1, value_dim, n)).astype(np.float32),
@@ -294,7 +287,7 @@ def time_read_variants(key_dim: int = 64, value_dim: int = 64, size: int = 256, 
     out = {"positions": n, "queries": h * h, "top_k": top_k}
     for label, k, gather in (("topk_gather", top_k, True), ("topk_scatter", top_k, False), ("dense", None, False)):
         buf = io.BytesIO()
-        export_read_graph(shim, buf, n_positions=n, key_dim=key_dim, value_dim=value_dim, feature_hw=(h, h),
+        export_read_graph(None, buf, n_positions=n, key_dim=key_dim, value_dim=value_dim, feature_hw=(h, h),
                           top_k=k, gather=gather)
         s = make_session(buf.getvalue(), threads)
         for _ in range(3):
