@@ -163,7 +163,7 @@ def row_config(scale_cfg: dict, preset: str):
     suffix = m.get("suffix", "") or ""
     if preset in BASELINE_ARCHS:
         suffix = m.get("baseline_suffix", suffix) or ""
-    return get_config(preset + suffix).replace(input_size=int(scale_cfg["input_size"])).validate()
+    return get_config(preset + suffix).replace(input_size=int(scale_cfg["input_size"])).check()
 
 
 def table_rows(table: int, scale_cfg: dict) -> list[Row]:

@@ -118,7 +118,7 @@ class ModelConfig:
     def has_flow(self) -> bool:
         return self.flow_window is not None
 
-    def validate(self) -> "ModelConfig":
+    def check(self) -> "ModelConfig":
         """Raise NeedletrackError naming the problem if this config cannot build a model."""
         def bad(msg):
             raise NeedletrackError(f"model config '{self.name}': {msg}")

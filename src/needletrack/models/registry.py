@@ -143,7 +143,7 @@ def build_model(name_or_cfg: str | ModelConfig | dict, **overrides):
     if cfg.arch not in _ARCHS:
         raise NeedletrackError(f"model config '{cfg.name}': unknown arch '{cfg.arch}' "
                                f"(known: {', '.join(sorted(_ARCHS))})")
-    cfg.validate()
+    cfg.check()
     model = _ARCHS[cfg.arch](cfg)
     if getattr(model, "cfg", None) is None:
         model.cfg = cfg

@@ -118,7 +118,7 @@ class TrainConfig:
             d = _merge(DEFAULTS, raw or {}, "")
             if overrides:
                 d = _merge(d, overrides, "")
-            validate(d)
+            check_config(d)
             return cls._typed(d)
         except (ValueError, TypeError) as e:
             if isinstance(e, InputError):
@@ -173,7 +173,7 @@ class TrainConfig:
         elif isinstance(m, dict):
             m = dict(m)
             preset = m.pop("preset", None)
-            mcfg = (ModelConfig.from_dict(m) if preset is None else get_config(preset).replace(**m)).validate()
+            mcfg = (ModelConfig.from_dict(m) if preset is None else get_config(preset).replace(**m)).check()
         else:
             raise InputError(f"'model' must be a preset name or a mapping, got {type(m).__name__}")
         if self.freeze_bn is not None and hasattr(mcfg, "freeze_bn"):
@@ -230,7 +230,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         raise InputError(str(e), path) if path is not None else e
 
 
-def validate(cfg: dict) -> None:
+def check_config(cfg: dict) -> None:
     """Check a merged config dict (before typing); raises InputError naming the key."""
     def bad(msg):
         raise InputError(msg)
@@ -281,7 +281,7 @@ def validate(cfg: dict) -> None:
         bad("val.sequences must be >= 1 and val.frames >= 2")
     if not 0 <= int(v["seed"]) < 2 ** 31 - int(v["sequences"]):
         bad("val.seed must be in [0, 2**31) (training simulator seeds are >= 2**31)")
-    # sub-configs validated by their own classes
+    # sub-configs checked by their own classes
     AugmentConfig.from_dict(cfg["augment"])
     LossConfig.from_dict(cfg["loss"])
 
