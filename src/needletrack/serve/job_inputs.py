@@ -3,7 +3,8 @@ readable cine within the server's limits) or the built-in simulated sample; and 
 
 Uploads are validated with the same cine readers as the CLI (``needletrack.io.open_cine``), so the page and
 ``needletrack track`` accept the same files and give the same one-line messages. Every problem is an
-``InputError``; :class:`needletrack.serve.jobs.JobManager` owns the job folders and slots these run in.
+``InputError``; :class:`needletrack.serve.jobs.JobManager` owns the job folders and the job places (``max_jobs``)
+these run in.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 * jobs are tracked one at a time by a single worker thread (the Tracker is stateful and CPU-bound), so a
   busy server queues instead of thrashing; the number of jobs kept is bounded (admission holds a lock and
-  reserves its slot, so parallel uploads cannot overshoot), only jobs idle for ``evict_idle_s`` make room
+  reserves its place, so parallel uploads cannot overshoot), only jobs idle for ``evict_idle_s`` make room
   (never queued or running ones, never fresh ones: the server answers 429 instead), idle ones expire;
 * a job is reachable only by whoever holds its id (128 random bits; there is no listing of jobs);
 * what a job tracks is checked first by :mod:`needletrack.serve.job_inputs` (uploads, the simulated sample);
@@ -52,7 +52,7 @@ class JobManager:
             Path(parent).mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="needletrack-web-", dir=parent))
         self._jobs: dict[str, Job] = {}
-        self._pending = 0                  # slots reserved by uploads/samples still being validated
+        self._pending = 0                  # job places reserved by uploads/samples still being checked
         self._lock = threading.RLock()
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -81,7 +81,7 @@ class JobManager:
 
     # ---------------------------------------------------------------------------------------------- jobs
     def _reserve_job(self):
-        """Admit one job (a slot under the lock) and make its folder; the slot is given back if that fails."""
+        """Admit one job (a place under the lock) and make its folder; the place is given back if that fails."""
         self._admit()
         try:
             return self._new_job_dir()
@@ -96,7 +96,7 @@ class JobManager:
         return jid, d
 
     def _admit(self) -> None:
-        """Reserve a slot for a new job (released by :meth:`_add` or :meth:`_release`). Under the lock: expire
+        """Reserve a place for a new job (released by :meth:`_add` or :meth:`_release`). Under the lock: expire
         jobs idle past the TTL; if the store (jobs + reservations) is full, evict the least recently used job
         that is neither queued/running nor touched within ``evict_idle_s``; if there is none, refuse (429)."""
         now = time.time()
@@ -197,7 +197,7 @@ class JobManager:
         job.notes.extend(notes)
 
     def _add(self, job: Job) -> None:
-        """Turn the slot reserved by :meth:`_admit` into the job."""
+        """Turn the place reserved by :meth:`_admit` into the job."""
         with self._lock:
             self._pending -= 1
             if self._closed:
