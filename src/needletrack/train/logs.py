@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from needletrack.utils import atomic_path, write_text_atomic
+from needletrack.utils import write_text_atomic
 
 TRAIN_COLS = ["step", "lr", "loss", "bce", "bootstrap_bce", "dice", "grad_norm", "step_s", "data_s",
               "clips_per_s", "elapsed_s"]
@@ -55,12 +55,9 @@ def val_message(step: int, res: dict) -> str:
 
 
 def plot_val_curve(path: Path, val_rows: list[dict], train_rows: list[dict], title: str = "") -> None:
-    import matplotlib
+    from needletrack.io.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4.2), dpi=110)
     if val_rows:
         steps = [r["step"] for r in val_rows]
         for key, label in (("iou", "pooled IoU"), ("dice", "pooled Dice"),
@@ -84,10 +81,7 @@ def plot_val_curve(path: Path, val_rows: list[dict], train_rows: list[dict], tit
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def open_tensorboard(out: Path, wanted: bool):
