@@ -1,5 +1,5 @@
 """Track a whole cine loop into an output folder (the `needletrack track` command's engine room; the web page's
-job runs it too). ``track/pipeline.py`` is its old name, a re-export."""
+job runs it too)."""
 from __future__ import annotations
 
 import math

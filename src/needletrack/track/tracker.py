@@ -90,7 +90,7 @@ class Tracker:
             memory_slots = int(getattr(self.engine, "memory_slots", None) or 9)
         if int(memory_slots) < 2:
             raise NeedletrackError(f"memory_slots must be at least 2 (the first frame and one recent); got {memory_slots}")
-        self.memory = MemoryStore(cap=int(memory_slots) - 1, every=mem_every)
+        self.memory = MemoryStore(memory_slots=int(memory_slots), every=mem_every)
         self.kalman = TipTailKalman()
         self.reset()
 
