@@ -62,7 +62,7 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
     cine = open_cine(input_path)
     acc = None
     if gt is not None:
-        from needletrack.eval.metrics import MetricAccumulator
+        from needletrack.scoring import MetricAccumulator
 
         acc = MetricAccumulator(pixel_spacing_mm=getattr(cine, "pixel_spacing_mm", None))
     with cine:

@@ -85,7 +85,7 @@ def evaluate_model(model, val_set: list[ValSequence], vcfg: ValConfig, device, a
     that ``best.safetensors`` is picked by the tracker we ship; returns ``{"overall": metrics, "<group>":
     metrics, ...}`` (pooled over scored frames). ``vcfg.tracker`` may set Tracker options (e.g. policy,
     min_score, memory_slots); ``autocast_dtype`` is not used by the tracker (kept for the caller's signature)."""
-    from needletrack.eval.metrics import MetricAccumulator
+    from needletrack.scoring import MetricAccumulator
     from needletrack.track import Tracker
 
     opts = dict(vcfg.tracker or {})
