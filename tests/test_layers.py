@@ -34,9 +34,6 @@ LAYERS = [
 ALLOWED_UPWARD = {
     ("needletrack", "needletrack.track"):
         "the package's lazy `needletrack.Tracker` facade: `import needletrack` must not import torch",
-    ("needletrack.sim.dataset", "needletrack.data.folder"):
-        "the simulator writes data-set folders with data.folder.SequenceWriter; the writer moves below sim "
-        "(or simulate_dataset moves up to data) with the simulator issue",
 }
 
 # Imports inside functions that close a cycle: (importer, imported) -> reason. Shrink only.

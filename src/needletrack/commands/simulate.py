@@ -53,7 +53,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from needletrack.errors import InputError, NeedletrackError
-    from needletrack.sim import load_backgrounds, write_dataset
+    from needletrack.data.simulated import write_dataset
+    from needletrack.sim import load_backgrounds
 
     out = Path(args.out_root)
     if out.exists() and not out.is_dir():
