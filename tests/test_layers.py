@@ -38,9 +38,6 @@ ALLOWED_UPWARD = {
 
 # Imports inside functions that close a cycle: (importer, imported) -> reason. Shrink only.
 ALLOWED_CYCLE_EDGES = {
-    ("needletrack.models.baselines.nets", "needletrack.models.baselines"):
-        "nets.preset_params reads the preset table of its package, whose builders import the torch-heavy "
-        "nets lazily; the table is to move into a small module of its own",
 }
 
 

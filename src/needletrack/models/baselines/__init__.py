@@ -14,6 +14,7 @@ is False``, ``model.cfg`` the ModelConfig. Builder keyword arguments live in ``c
 from __future__ import annotations
 
 from needletrack.models.config import ModelConfig
+from needletrack.models.baselines.presets import preset_extra as _extra
 from needletrack.models.registry import register_arch, register_preset
 
 BASELINE_ARCHS = ("pspnet", "fcn32", "unet", "segnet", "vgg16_unet", "resnet50_fcn32")  # Table 4 order
@@ -37,19 +38,6 @@ def _builder(arch: str):
 
     build.__name__ = f"build_{arch}"
     return build
-
-
-def _extra(arch: str, scale: str) -> dict:
-    # kept torch-free: the same numbers as nets.preset_params (a test checks they agree)
-    widths = {"paper": (1.0, 64, 4096), "quick": (0.125, 8, 128), "tiny": (0.0625, 4, 16)}[scale]
-    p = {"width_mult": widths[0], "base": widths[1], "fc_dim": widths[2]}
-    if arch in ("fcn32", "resnet50_fcn32"):
-        p["dropout"] = 0.5 if arch == "fcn32" else 0.1
-    if arch == "pspnet":
-        p.update(output_stride=8, bins=[1, 2, 3, 6], dropout=0.1)
-    if arch in ("pspnet", "resnet50_fcn32"):
-        p["resnet_depth"] = 50
-    return p
 
 
 def preset_name(arch: str, scale: str = "paper") -> str:

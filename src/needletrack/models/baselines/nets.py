@@ -28,6 +28,7 @@ from needletrack.models.baselines.common import (
     conv_bn_relu,
     scaled,
 )
+from needletrack.models.baselines.presets import preset_extra
 
 
 def _double_conv(cin, cout):
@@ -223,11 +224,9 @@ ARCHS: dict[str, type[BaselineNet]] = {
 
 def preset_params(arch: str, scale: str = "paper") -> dict:
     """The ``extra`` of the registered preset at ``scale`` ("paper", "quick", "tiny")."""
-    from needletrack.models.baselines import _extra
-
     if arch not in ARCHS:
         raise KeyError(arch)
-    return _extra(arch, scale)
+    return preset_extra(arch, scale)
 
 
 def build(arch: str, params: dict | None = None, cfg=None) -> BaselineNet:
