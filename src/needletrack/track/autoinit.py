@@ -25,6 +25,9 @@ Method (all on a copy scaled so the longer side is at most ``work_size`` px):
    deeper end) back to where its line leaves the imaged region (``extend_to_border``).
 
 Thresholds were chosen on simulated sequences and 240 real needle-free images (README "Auto-init").
+
+Length: a little over 400 lines on purpose, one idea (the detector with its configuration and the features its
+tests use); the rule that confirms a start is :mod:`needletrack.track.autostart`.
 """
 from __future__ import annotations
 
