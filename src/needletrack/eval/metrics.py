@@ -1,21 +1,7 @@
-"""The metrics of docs/design.md §5, one definition everywhere. The scoring core (``confusion``,
-``scores_from_counts``, ``frame_iou``, ``MetricAccumulator``) is :mod:`needletrack.scoring`, re-exported here;
-this module adds folder evaluation.
-
-* The given first frame of a sequence is never scored (``update(..., first=True)`` skips it).
-* Over the scored frames, TP, FP and FN are summed over pixels ("pooled" / micro):
-  IoU = TP/(TP+FP+FN), Dice = 2TP/(2TP+FP+FN), Precision = TP/(TP+FP), Recall = TP/(TP+FN),
-  F1 = 2PR/(P+R) (equal to Dice). A ratio whose denominator is 0 is 1.0 when TP = FP = FN = 0 (nothing
-  to find and nothing found) and 0.0 otherwise (so F1 stays equal to Dice).
-* ``per_frame_iou``: mean IoU over scored frames whose ground truth is non-empty (null if none).
-* ``empty_frame_accuracy``: share of scored frames with empty ground truth predicted empty (null if none).
-* ``tip_error_px`` / ``tip_error_mm`` / ``angle_error_deg``: means over scored frames where both masks are
-  non-empty. Geometry comes from :func:`needletrack.geometry.needle_from_mask`; the prediction uses the
-  ground truth's entry side so that "tip" means the same end. mm uses the sequence's pixel spacing
-  ``[row, col]`` in mm and is null when unknown. Angle error is the difference of line orientations (0..90).
-* ``frames``: number of scored frames.
-
-Overall figures pool every scored frame of every sequence (they are not means of sequence figures).
+"""Folder evaluation (``needletrack evaluate``): predicted mask folders against a data set root, scored with the
+metrics of docs/design.md §5. Their one definition, and the place they are written down, is
+:mod:`needletrack.scoring` (``confusion``, ``scores_from_counts``, ``frame_iou``, ``MetricAccumulator``), re-exported
+here for the callers that import them from ``needletrack.eval.metrics``.
 """
 from __future__ import annotations
 
