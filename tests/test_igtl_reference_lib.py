@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from net_helpers import free_port
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "igtl_reference_client.cxx"
@@ -61,18 +61,10 @@ def client(tmp_path_factory) -> Path:
     return exe
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_reference_library_unpacks_every_reply_of_serve_igtl_header_v1(client, tmp_path):
     import json
 
-    port = _free_port()
+    port = free_port()
     stats = tmp_path / "stats.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     server = subprocess.Popen([sys.executable, "-c", SERVER.format(tests=str(HERE), port=str(port),

@@ -12,6 +12,7 @@ import pytest
 import pyigtl
 
 from needletrack.serve.igtl import IgtlConfig, IgtlService  # noqa: E402
+from net_helpers import free_port  # noqa: E402
 from test_igtl_helpers import RecordingClient, image_message, needle_frame, wait_until  # noqa: E402
 
 
@@ -57,20 +58,12 @@ def test_real_tracker_label_map_stream_and_size_change(tiny_model):
         svc.stop()
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_cli_serves_and_writes_stats(tiny_model, monkeypatch, tmp_path, capsys):
     from needletrack.cli import main
     from needletrack.commands import serve_igtl
 
     monkeypatch.setattr(serve_igtl, "_load_tracker", lambda model, device: _tracker(tiny_model))
-    port = _free_port()
+    port = free_port()
     stop = threading.Event()
     results = []
 

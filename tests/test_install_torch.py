@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from net_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("install_torch", REPO / "scripts" / "install_torch.py")
@@ -21,11 +22,7 @@ PIN = "torch==2.13.0"
 
 def closed_port_url() -> str:
     """An index URL on a local port nobody listens on: connecting is refused at once."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/whl/cpu"
+    return f"http://127.0.0.1:{free_port()}/whl/cpu"
 
 
 class _Index(http.server.BaseHTTPRequestHandler):
