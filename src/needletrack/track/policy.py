@@ -14,8 +14,8 @@ import math
 import numpy as np
 
 from needletrack.geometry import line_mask
-from needletrack.track.segment import (MASK_RULES, MotionPrior, Segment, clipped, extend_along, extend_to_mask,
-                                       fit_segment_scaled, image_support, segment_mask)
+from needletrack.track.segment import (MASK_RULES, MotionPrior, Segment, clipped, extend_to_mask,
+                                       fit_segment_scaled, image_support, segment_mask, span_along)
 
 
 @dataclasses.dataclass
@@ -141,10 +141,7 @@ class SegmentPolicy:
         """``seg`` lengthened to the carried segment's extent at either end, for each end whose added part the
         image still shows (>= ``extend_min_cnr``): the network losing a dim distal part does not shrink the
         needle, and a needle drawn back (no line left there) is not extended."""
-        ext = extend_along(seg, prior)
-        d = seg.direction
-        lo = float((np.asarray(ext.p0, float) - np.asarray(seg.p0, float)) @ d)
-        hi = lo + ext.length
+        lo, hi = span_along(seg, prior)
         new_lo, new_hi = 0.0, seg.length
         if lo < -3.0 and self._shows(img, clipped(seg, lo, 0.0)):
             new_lo = lo

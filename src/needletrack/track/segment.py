@@ -258,9 +258,7 @@ def extend_to_mask(seg: Segment, mask: np.ndarray) -> Segment:
     d = seg.direction
     t = (xs - p0[0]) * d[0] + (ys - p0[1]) * d[1]
     lo, hi = float(min(t.min(), 0.0)), float(max(t.max(), seg.length))
-    q0, q1 = p0 + lo * d, p0 + hi * d
-    return Segment((float(q0[0]), float(q0[1])), (float(q1[0]), float(q1[1])), seg.width, seg.score, seg.contrast,
-                   hi - lo)
+    return clipped(seg, lo, hi)
 
 
 def image_support(img: np.ndarray, p0, p1, width: float) -> float:
@@ -307,13 +305,13 @@ def clipped(seg: Segment, t0: float, t1: float) -> Segment:
                    seg.contrast, float(t1 - t0))
 
 
-def extend_along(seg: Segment, prior: Segment) -> Segment:
-    """``seg`` with its ends moved out to ``prior``'s extent projected on ``seg``'s axis (never shortened)."""
+def span_along(seg: Segment, prior: Segment) -> tuple[float, float]:
+    """(lo, hi): the distances from ``seg.p0`` along ``seg``'s axis that cover ``seg`` and ``prior``'s ends projected
+    on that axis (lo <= 0, hi >= seg.length); ``clipped(seg, lo, hi)`` is ``seg`` out to ``prior``'s extent."""
     p0 = np.asarray(seg.p0, float)
     d = seg.direction
     tp = [float((np.asarray(q, float) - p0) @ d) for q in (prior.p0, prior.p1)]
-    lo, hi = min(0.0, *tp), max(seg.length, *tp)
-    return clipped(seg, lo, hi)
+    return min(0.0, *tp), max(seg.length, *tp)
 
 
 class MotionPrior:
