@@ -160,3 +160,19 @@ def test_real_negative_clips(backgrounds_dir):
         assert c.frames.shape == (4, 48, 64) and c.frames.dtype == np.uint8 and not c.masks.any()
         kinds.add(c.info["source"])
     assert kinds <= {"liver_sweep", "still"} and kinds
+
+
+def test_sim_clips_over_the_liver_sweep():
+    from needletrack.data import splits
+    from needletrack.data.clips import build_source
+
+    if not splits.liver_frames("train"):
+        pytest.skip("the real liver sweep (../shared/data/us_cines/liver_sweep) is not present")
+    spec, _ = build_source({"kind": "sim", "presets": {"clinical": 1}, "moving_prob": 1.0, "gap": [2, 3]})
+    c = spec.source.sample(np.random.default_rng(3), (96, 96), 4)
+    assert c.info["moving"] and c.frames.shape == (4, 96, 96)
+    # the background is the real sweep, which moves: consecutive frames differ beyond the needle
+    off = ~(c.masks[0] | c.masks[1])
+    assert np.abs(c.frames[0].astype(int) - c.frames[1])[off].mean() > 1.0
+    with pytest.raises(ValueError):
+        build_source({"kind": "sim", "moving_prob": 1.5})

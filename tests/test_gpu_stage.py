@@ -42,7 +42,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no config" in r.stderr
 
 
-@pytest.mark.parametrize("name", ["stage5_cpu.yaml", "stage6_gpu.yaml"])
+@pytest.mark.parametrize("name", ["stage5_cpu.yaml", "stage6_cpu.yaml", "stage6_gpu.yaml"])
 def test_the_stage_configs_load(name):
     from needletrack.train.config import load_config
 

@@ -226,14 +226,20 @@ class SimClips:
     kind = "sim"
 
     def __init__(self, presets: dict[str, float] | list[str] | None = None, backgrounds: str | os.PathLike | None = None,
-                 background_prob: float = 0.5, gap=(5, 10), episode_prob: float = 0.0, absent_prob: float = 0.0):
+                 background_prob: float = 0.5, gap=(5, 10), episode_prob: float = 0.0, absent_prob: float = 0.0,
+                 moving_prob: float = 0.0):
         from needletrack import sim  # noqa: F401  (fail early if the simulator is missing)
 
         # episode_prob: share of clips whose preset has withdrawal and out-of-plane episodes forced on (the needle
         # leaves and comes back within the clip more often); absent_prob: share of needle-free clips (the needle
         # never enters: empty masks), the negatives that teach the model to report nothing
-        if not (0.0 <= episode_prob <= 1.0 and 0.0 <= absent_prob <= 1.0):
-            raise ValueError("episode_prob and absent_prob must be in [0, 1]")
+        # moving_prob: share of clips drawn over a window of the real liver sweep's train blocks (real probe motion
+        # and speckle, mostly out of plane, so the needle leaves the plane as the sweep moves); 0 where the sweep
+        # is absent
+        if not (0.0 <= episode_prob <= 1.0 and 0.0 <= absent_prob <= 1.0 and 0.0 <= moving_prob <= 1.0):
+            raise ValueError("episode_prob, absent_prob and moving_prob must be in [0, 1]")
+        self.moving_prob = float(moving_prob)
+        self._liver = None
         self.episode_prob = float(episode_prob)
         self.absent_prob = float(absent_prob)
         if presets is None:
@@ -261,6 +267,13 @@ class SimClips:
             self._backgrounds = filter_backgrounds(load_backgrounds(self.backgrounds_dir), "train")
         return self._backgrounds
 
+    def _moving(self):
+        if self._liver is None:
+            from needletrack.data.splits import liver_frames
+
+            self._liver = [b for b in liver_frames("train") if len(b) >= 2]
+        return self._liver
+
     def sample(self, rng: np.random.Generator, size, n_frames: int) -> Clip:
         from needletrack.sim import simulate_sequence
 
@@ -270,6 +283,9 @@ class SimClips:
         seed = TRAIN_SIM_SEED_BASE + int(rng.integers(0, 2 ** 31))
         gap = int(rng.integers(self.gap[0], self.gap[1] + 1))
         bg = self._bg() if rng.random() < self.background_prob else None
+        # no draw at all without moving_prob, so older configs keep their clips
+        moving = self._moving() if self.moving_prob > 0 and rng.random() < self.moving_prob else None
+        moving = moving or None
         sz = size[0] if size[0] == size[1] else tuple(size)
         needle = "absent" if rng.random() < self.absent_prob else "moving"
         cfg = sim_preset(preset)
@@ -278,7 +294,8 @@ class SimClips:
             cfg = cfg.replace(withdraw_prob=1.0, out_of_plane_prob=1.0)
         frames, masks = [], []
         for frame, mask, _needle in simulate_sequence(n_frames=n_frames, size=sz, preset=cfg, seed=seed,
-                                                      backgrounds=bg, frame_step=gap, needle=needle):
+                                                      backgrounds=bg, frame_step=gap, needle=needle,
+                                                      moving_background=moving):
             frames.append(frame)
             masks.append(mask)
         f, m = np.stack(frames), np.stack(masks).astype(bool)
@@ -286,7 +303,7 @@ class SimClips:
             f = np.stack([cv2.resize(x, size[::-1], interpolation=cv2.INTER_AREA) for x in f])
             m = np.stack([cv2.resize(x.astype(np.float32), size[::-1]) >= 0.5 for x in m])
         return Clip(f, m, self.kind, {"preset": preset, "seed": seed, "gap": gap, "background": bg is not None,
-                                      "needle": needle, "episode": episode})
+                                      "needle": needle, "episode": episode, "moving": moving is not None})
 
 
 class RealNegativeClips:

@@ -45,7 +45,7 @@ def build_source(spec: dict, default_gap=(5, 10)):
     Returns ``SourceSpec`` or None (with a reason) when an optional folder is absent."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    allowed = {"sim": {"presets", "backgrounds", "background_prob", "episode_prob", "absent_prob"},
+    allowed = {"sim": {"presets", "backgrounds", "background_prob", "episode_prob", "absent_prob", "moving_prob"},
                "negatives": {"liver_prob"}, "folder": {"root", "zoom"},
                "stage0": {"dir", "p_nonempty", "max_rotate_deg", "max_shift", "max_scale", "elastic"}}
     if kind not in allowed:
@@ -62,7 +62,8 @@ def build_source(spec: dict, default_gap=(5, 10)):
     if kind == "sim":
         src = SimClips(presets=spec.get("presets"), backgrounds=spec.get("backgrounds"),
                        background_prob=float(spec.get("background_prob", 0.5)), gap=gap,
-                       episode_prob=float(spec.get("episode_prob", 0.0)), absent_prob=float(spec.get("absent_prob", 0.0)))
+                       episode_prob=float(spec.get("episode_prob", 0.0)), absent_prob=float(spec.get("absent_prob", 0.0)),
+                       moving_prob=float(spec.get("moving_prob", 0.0)))
     elif kind == "negatives":
         try:
             src = RealNegativeClips(liver_prob=float(spec.get("liver_prob", 0.5)))
