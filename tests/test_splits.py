@@ -77,6 +77,14 @@ def test_negatives_have_no_needle_and_still_needle_holds():
     assert moving.meta["set"] == "test/clinical"
 
 
+def test_bench_set_is_the_bench_scene():
+    s = next(splits.iter_set("val/bench", 1, 4, size=96))
+    assert s.meta["set"] == "val/bench" and s.masks[0].any()
+    # water or gel above the block: the top rows are darker than the block below
+    f = np.asarray(s.frames[0], float)
+    assert f[10:25].mean() < f[-30:-10].mean()
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError):
         splits.sim_set("test/nope")

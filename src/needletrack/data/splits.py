@@ -18,6 +18,7 @@ Needle sequences start at the first frame that shows the needle (the prompt fram
 | hard-ep         | hard     | as above, on the hard preset                                                 |
 | negatives       | hard     | needle-free (the needle never enters): hard negatives, distractor lines      |
 | still           | clinical | the needle holds still, one frame per source frame: drift over 300 frames     |
+| bench           | bench    | a needle in water or gel over a tissue block, as bench and phantom loops look |
 
 **Real shared data** (``../shared/data``, optional development data, never shipped) is split by source
 image or sequence in ``splits.json`` beside this module, which is the written record and cannot drift:
@@ -184,6 +185,7 @@ _KINDS = {
     # (simulator v2's probe moves can withdraw the needle); slow drift, tremor and breathing remain
     "still": ("clinical", "still", False, {"withdraw_prob": 0.0, "out_of_plane_prob": 0.0,
                                            "first_visible_prob": 1.0, "probe_move_prob": 0.0}, 1, 8),
+    "bench": ("bench", "moving", False, {}, None, 9),
 }
 _SPLIT_BASE = {"val": 910_000, "test": 730_000}
 SIM_SETS: dict[str, SimSet] = {
