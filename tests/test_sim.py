@@ -262,8 +262,11 @@ def test_backgrounds_are_used_when_given():
     left, right = f[:, :40].mean(), f[:, -40:].mean()
     assert abs(left - right) > 60      # the bright/dark halves survive (possibly flipped)
     # the still picture does not become a frozen video: speckle decorrelates, structure stays
+    # (measured where the picture shows: the image area has the picture's own aspect ratio, black beside it,
+    # and the dark half falls to black under the bright half's reference level)
     g = frames[1][0].astype(float)
-    assert np.abs(f - g).mean() > 1.0
+    shown = (f > 8) & (g > 8)
+    assert shown.mean() > 0.2 and np.abs(f - g)[shown].mean() > 1.0
     plain = list(simulate_sequence(1, size=128, seed=2, preset="easy"))[0][0].astype(float)
     assert abs(plain[:, :40].mean() - plain[:, -40:].mean()) < 60
 
@@ -284,3 +287,15 @@ def test_real_backgrounds(backgrounds_dir):
     frames = list(it)
     assert "real background" in it.meta["source"]
     _check_gt(frames)
+
+
+def test_real_background_is_not_enlarged():
+    """A still real picture is shown whole at the scale of its longest side over the frame's (an enlarged picture
+    loses its grain: the realism yardstick saw it at once), in an image area of its own aspect ratio."""
+    bg = _stripe_background()                      # 200 x 260
+    it = simulate_sequence(2, size=128, seed=3, backgrounds=bg, preset="clinical")
+    assert abs(1.0 / it.src_scale - 128 / 260) < 0.01
+    x0, y0, x1, y1 = it.probe.box
+    hc, wc = it.probe.canvas_hw
+    assert abs(wc / hc - 260 / 200) < 0.05 and wc <= 128 and hc <= 128
+    assert x1 - x0 >= 0.85 * wc and y1 - y0 >= 0.85 * hc

@@ -24,7 +24,7 @@ from needletrack.sim.motion import make_motion, smooth_noise, view_travel
 from needletrack.sim.needle import gauge_width_mm
 from needletrack.sim.needle_echo import NeedleEchoMixin
 from needletrack.sim.overlay import make_overlay
-from needletrack.sim.realbg import RealBackgroundMixin, _as_backgrounds, _as_moving
+from needletrack.sim.realbg import RealBackgroundMixin, _as_backgrounds, _as_moving, real_probe
 
 NEEDLE_MODES = ("moving", "still", "absent")
 
@@ -78,7 +78,10 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         pcfg = cfg if bg is None else cfg.replace(convex_prob=0.0)
         if bg is None and _tries == 0:
             _margin_mm = self._planned_margin_mm(rng, cfg, H, W, step, _margin_mm)
-        probe = bmode.make_probe(rng, pcfg, H, W, margin_mm=_margin_mm)
+        if bg is not None and not self.moving:   # a still real picture: shown whole, at its own scale
+            probe = real_probe(rng, cfg, H, W, bg[0].shape, margin_mm=_margin_mm)
+        else:
+            probe = bmode.make_probe(rng, pcfg, H, W, margin_mm=_margin_mm)
         self.probe = probe
         psf = bmode.make_psf(rng, cfg, probe)
         self.psf = psf

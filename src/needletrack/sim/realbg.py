@@ -37,6 +37,27 @@ def _valid_area(frames):
     return _VALID[key]
 
 
+def real_probe(rng, cfg, H: int, W: int, img_shape, margin_mm: float = 3.0) -> bmode.Probe:
+    """Linear-probe geometry for a still real background: the whole image is shown at the scale of its longest
+    side over the frame's (never enlarged: a real frame seen at the yardstick's 256 px keeps its grain), its
+    outer ``margin_mm`` (at most 6 % of a side) is the canvas margin for the probe's travel, and the image area
+    has the picture's own aspect ratio (black beside or below it, as on a scanner's screen)."""
+    h, w = img_shape
+    depth_mm = _u(rng, cfg.depth_mm)
+    f = min(H / h, W / w)
+    Hc, Wc = max(int(math.floor(h * f)), 8), max(int(math.floor(w * f)), 8)
+    m = int(math.ceil(margin_mm / (depth_mm / Hc)))
+    m = int(min(m, 0.06 * min(Hc, Wc)))
+    hc, wc = Hc - 2 * m, Wc - 2 * m
+    sp = depth_mm / hc
+    x0 = (W - Wc) // 2 + m
+    y0 = m + int(rng.integers(0, H - Hc + 1))
+    yy, xx = np.mgrid[0:H, 0:W]
+    content = (xx >= x0) & (xx < x0 + wc) & (yy >= y0) & (yy < y0 + hc)
+    return bmode.Probe("linear", H, W, sp, depth_mm, content, (x0, y0, x0 + wc, y0 + hc), (Hc, Wc), m,
+                       x0=float(x0), y0=float(y0))
+
+
 def _as_backgrounds(backgrounds):
     if backgrounds is None:
         return []
@@ -74,15 +95,25 @@ class RealBackgroundMixin:
         log_ls = cv2.GaussianBlur(log_lr, (0, 0), max(sl * 1.5, 2.0))
         self.alpha = al = np.float32(_u(rng, cfg.real_speckle_mix))
         self.fields = []
+        # the real image's own fine detail about that level and the synthetic speckle's, brought to the same
+        # spread, are blended with weights that keep the spread (a plain blend of two independent textures
+        # lowers the local contrast by sqrt((1-a)^2 + a^2): a smoother, flatter picture than the real one)
+        det = log_lr - log_ls
+        sd_real = float(det.std())
+        norm = np.float32(1.0 / math.sqrt((1 - al) ** 2 + al ** 2))
         for Sk in S:
             ls = np.log(np.maximum(Sk, 1e-6))
             ls -= np.float32(ls.mean())
-            t = (1 - al) * log_lr + al * (log_ls + ls)
+            sd = max(float(ls.std()), 1e-6)
+            ls *= np.float32(max(sd_real, sd) / sd)     # (a grainless picture keeps the speckle's own spread)
+            t = log_ls + norm * ((1 - al) * det + al * ls)
             self.fields.append(np.exp(t).astype(np.float32))
         self.ref_power = float(np.median(lin))
         if self.moving:   # the real frames carry their own speckle: no synthetic speckle, no second realization
             self.alpha = np.float32(0.0)
             self._mv_cache = {}
+        # the real picture is what its scanner displayed, persistence included: no second frame averaging
+        self.persist = 0.0
         self.gain = self.tgc = None
         self.noise_power = 0.0
         self.dr = dr0 * rng.uniform(0.9, 1.15)
