@@ -209,6 +209,9 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         self.pulse_c = np.array([prng.uniform(bx0 + 0.15 * (bx1 - bx0), bx1 - 0.15 * (bx1 - bx0)),
                                  prng.uniform(by0 + 0.3 * (by1 - by0), by1 - 0.1 * (by1 - by0))])
         self.pulse_r = _u(prng, cfg.pulse_radius_mm) / sp
+        # the comet tail: each round trip spreads along the beam, over a diffuse textured tail (needle_echo)
+        self.tail_spread = prng.uniform(0.3, 1.0)
+        self.tail_haze = prng.uniform(0.05, 0.15)
         self.decor = self.motion.decor
         self._prev = None
         self._prev_k = -2

@@ -74,7 +74,8 @@ def longest_run(flags: np.ndarray):
 
 
 def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: float, count: int,
-                  back_wall: float, fill: float = 0.0, texture: np.ndarray | None = None) -> np.ndarray:
+                  back_wall: float, fill: float = 0.0, texture: np.ndarray | None = None, spread: float = 0.0,
+                  haze: float = 0.0) -> np.ndarray:
     """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe).
 
     The front wall is a specular line at ``-r`` as thick as the axial resolution (an amplitude pulse of
@@ -82,20 +83,42 @@ def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: 
     (``spacing``) deeper, echoes ``back_wall`` times as bright; the lumen reverberations follow every
     round trip (``spacing``) deeper with geometric decay ``decay``. ``texture`` (optional, a list of
     arrays broadcastable to ``u``, one per echo after the front wall) breaks each repeat into fragments, as
-    the comet tails of real needles are (not equal bars). ``fill``: faint echo from inside the lumen."""
-    inv = -1.0 / max(sigma, 0.5) ** 2   # power profile of an amplitude PSF of width sigma
-    out = np.exp(inv * (u + r) ** 2)
+    the comet tails of real needles are (not equal bars). ``fill``: faint echo from inside the lumen.
+
+    A comet tail, not a ladder: each round trip spreads the echo further along the beam (``spread``: the k-th
+    reverberation after the back wall is sqrt(1 + spread k) times as long, its energy kept), the repeats fade out
+    (no hard lower edge at the last one), and a diffuse tail (``haze`` times the back wall's echo at the back
+    wall) decays below it (:func:`tail_length`), filling the gaps between them (multiple paths through the wall
+    and lumen that do not return as one clean repeat)."""
+    sig = max(sigma, 0.5)
+    out = np.exp((-1.0 / sig ** 2) * (u + r) ** 2)   # power profile of an amplitude PSF of width sigma
     if fill > 0:
-        w = max(sigma, 0.5)
-        out = out + fill * np.clip((u + r) / w + 0.5, 0, 1) * np.clip((-r + spacing - u) / w + 0.5, 0, 1)
+        out = out + fill * np.clip((u + r) / sig + 0.5, 0, 1) * np.clip((-r + spacing - u) / sig + 0.5, 0, 1)
     amp = back_wall
-    for k in range(1, int(count) + 2):
-        e = amp * np.exp(inv * (u + r - k * spacing) ** 2)
+    n = int(count) + 1
+    for k in range(1, n + 1):
+        g = math.sqrt(1.0 + spread * (k - 1))
+        # the repeats fade into the diffuse tail instead of stopping at the last one (a hard lower edge)
+        wk = math.cos(0.5 * math.pi * (k - 1) / n) ** 2 if haze > 0 else 1.0
+        e = (wk * amp / g) * np.exp((-1.0 / (sig * g) ** 2) * (u + r - k * spacing) ** 2)
         if texture is not None and k - 1 < len(texture):
             e = e * texture[k - 1]
         out = out + e
         amp *= decay
+    if haze > 0 and count > 0:
+        u0 = u + r - spacing                        # below the back wall
+        tail = np.exp(-np.clip(u0, 0, None) / tail_length(spacing, decay)) * np.clip(u0 / sig + 0.5, 0, 1)
+        t = haze * back_wall * tail
+        if texture is not None and len(texture):
+            t = t * texture[-1]
+        out = out + t
     return out
+
+
+def tail_length(spacing: float, decay: float) -> float:
+    """The e-folding length (px) of the comet tail's diffuse part: twice the repeats' own decay per round trip
+    (the multiple paths lose more at each bounce than the clean repeat)."""
+    return 0.5 * spacing / max(-math.log(max(decay, 1e-3)), 0.7)
 
 
 def tip_profile(t: np.ndarray, L: float, ratio: float, fade: float) -> np.ndarray:

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from needletrack.sim.needle import (
-    cnr_to_power, cross_profile, incidence_deg, shaft_cnr, shallow_weight, soft_ends, tip_cnr, tip_profile,
+    cnr_to_power, cross_profile, incidence_deg, shaft_cnr, shallow_weight, soft_ends, tail_length, tip_cnr,
+    tip_profile,
 )
 
 
@@ -73,7 +74,9 @@ class NeedleEchoMixin:
         o_k = (pts - P0) @ nc
         omin, omax = float(min(o_k.min(), 0)), float(max(o_k.max(), 0))
         u_top = r + 3 * sig_u + 2 - omin
-        u_bot = -r + (count + 1) * spacing + 3 * sig_u + 2 + omax
+        u_bot = -r + (count + 1) * spacing + 3 * sig_u * math.sqrt(1 + self.tail_spread * count) + 2 + omax
+        if count > 0 and self.tail_haze * wsh > 0:      # the diffuse tail, to 1e-4 of its start (40 dB)
+            u_bot = max(u_bot, -r + spacing + 9.2 * tail_length(spacing, max(decay, 1e-3)) + omax)
         t_pad = 3 * self.psf.sigma_lat_focus_px + 2
         tg = np.arange(-t_pad, L + t_pad + 1, 1.0)
         ug = np.arange(-u_top, u_bot + 1, 1.0)
@@ -89,7 +92,8 @@ class NeedleEchoMixin:
         th, tw_ = self.needle_tex.shape
         cols = np.clip((s_tip - (ss[idx[0]] + tg)).astype(int), 0, tw_ - 1)
         frag = [self.needle_tex[(17 * (k + 1)) % th, cols][None, :] ** 1.5 for k in range(count + 1)]
-        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, self.fill, frag)
+        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, self.fill, frag, self.tail_spread * wsh,
+                             self.tail_haze * wsh)
         strip = prof * pw_t[None, :]
         # texture: rows = u (clipped to the texture height), columns = distance from the tip
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
