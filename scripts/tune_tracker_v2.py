@@ -77,11 +77,14 @@ def make_data(sim_commit: str | None, path: str, only: str | None = None, auto_c
             shutil.rmtree(wt, ignore_errors=True)
 
 
-# auto_table's configurations (AutoInitConfig overrides), from the detector before this table (first row) to
-# the shipped defaults ({}): the faster filter bank, then the rule that a needle comes in from the image's edge
-AUTO_BEFORE = dict(n_orient=24, pyramid=(1, 2, 4), max_candidates=12, max_edge_frac=1.0)
-AUTO_CONFIGS = [AUTO_BEFORE, dict(max_edge_frac=1.0), dict(max_edge_frac=0.2), {},
-                dict(start_min_cnr=3.0), dict(start_min_cnr=3.0, max_edge_frac=0.05), dict(confirm_frames=2)]
+# auto_table's configurations (AutoInitConfig overrides): the detector before the edge rule (first row), the
+# rule that a needle comes in from the image's edge alone, then with the pushed-in start (the shipped defaults,
+# {}) and variants of it
+AUTO_BEFORE = dict(n_orient=24, pyramid=(1, 2, 4), max_candidates=12, max_edge_frac=1.0, motion_start=False)
+AUTO_CONFIGS = [AUTO_BEFORE, dict(motion_start=False), {}, dict(motion_min_advance_frac=0.002),
+                dict(motion_min_advance_frac=0.0035), dict(motion_min_steps=3),
+                dict(motion_flow_scale=1.0, motion_min_advance_frac=0.0047, motion_step_frac=0.0005),
+                dict(centre_shift=0.0)]
 
 
 def auto_table(data, out, configs=AUTO_CONFIGS):

@@ -84,3 +84,55 @@ def test_sample_is_bilinear_for_any_count(n):
     ref = (img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x1] * fx * (1 - fy) + img[y1, x0] * (1 - fx) * fy
            + img[y1, x1] * fx * fy)
     np.testing.assert_allclose(_sample(img, xs, ys), ref, atol=2e-3)
+
+
+def dashed_needle(k, speed=6.0, shift=0, h=160, w=200, angle=30.0, bright=260.0, seed=0):
+    """Frame k of a faint needle (CNR below the held rule's 4) coming in from the left edge at ``speed`` px a
+    frame, its shaft's texture moving with it (fixed to the tip, as a real shaft's is); the speckle moves
+    ``shift`` px a frame to the right (probe motion) and decorrelates a little."""
+    a = math.radians(angle)
+    u = np.array([math.cos(a), math.sin(a)])
+    p0 = np.array([0.0, 0.15 * h])
+    length = 0.3 * math.hypot(h, w) + speed * k
+    p1 = p0 + length * u
+    img = np.roll(speckle(h, w + 60, seed), shift * k, axis=1)[:, 30:30 + w]
+    img = 0.9 * img + 0.1 * speckle(h, w, seed + 100 + k)
+    m = line_mask((h, w), p0, p1, 3)
+    ys, xs = np.nonzero(m)
+    t = length - ((np.column_stack([xs, ys]) - p0) @ u)            # distance from the tip
+    texture = cv2.GaussianBlur(np.random.default_rng(7).random((1, 400)).astype(np.float32), (0, 0), 1.5)[0]
+    dash = 0.6 + 0.8 * (texture[np.clip(t.astype(int), 0, 399)] - 0.5)
+    img[ys, xs] = np.maximum(img[ys, xs], bright * dash)
+    return np.clip(img, 0, 255).astype(np.uint8), m
+
+
+def run_auto(frames, cfg=None):
+    from needletrack.models import build_model
+
+    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=cfg)
+    for k, f in enumerate(frames):
+        r = tr.step(f, auto=(k == 0))
+        if tr.initialised:
+            return tr, r, k
+    return tr, r, None
+
+
+def test_a_faint_needle_pushed_in_is_started_by_its_motion():
+    frames, masks = zip(*(dashed_needle(k, shift=1) for k in range(8)))
+    line = find_needle_line(frames[3])
+    assert line is None or line.cnr < AutoInitConfig().start_min_cnr      # the held rule cannot start it
+    tr, r, k = run_auto(frames)
+    assert k is not None and k <= 5 and tr._confirmer.started_by == "pushed in"
+    assert (r.mask & masks[k]).sum() / (r.mask | masks[k]).sum() > 0.3
+    # without the pushed-in rule the same clip is never started
+    assert run_auto(frames, AutoInitConfig(motion_start=False))[2] is None
+
+
+@pytest.mark.parametrize("speed, shift", [(0.0, 1), (0.0, 3)])
+def test_a_faint_line_that_is_not_pushed_in_is_not_started(speed, shift):
+    """The same faint line held still in the image while the tissue moves under it never starts; with any
+    line that holds 3 frames taken (no motion required) it would."""
+    frames = [dashed_needle(k, speed=speed, shift=shift)[0] for k in range(10)]
+    assert run_auto(frames)[2] is None
+    anything = AutoInitConfig(motion_min_advance_frac=-1.0, motion_min_steps=0)
+    assert run_auto(frames, anything)[2] is not None

@@ -24,12 +24,14 @@ Method (all on a copy scaled so the longer side is at most ``work_size`` px):
    pixels (a needle is among the brightest echoes); its shallow end within ``max_edge_frac`` of the diagonal
    from the imaged region's border (a needle comes in from outside).
 5. The best candidate (CNR × length) is drawn at its measured width (cross-profile FWHM) from its tip (the
-   deeper end) back to where its line leaves the imaged region (``extend_to_border``).
+   deeper end) back to where its line leaves the imaged region (``extend_to_border``), ``centre_shift`` of
+   its width deeper (the echo is the needle's front wall).
 
 Thresholds were chosen on simulated sequences and 240 real needle-free images (README "Auto-init").
 
-Length: a little over 400 lines on purpose, one idea (the detector with its configuration and the features its
-tests use); the rule that confirms a start is :mod:`needletrack.track.autostart`.
+Length: over 400 lines on purpose, one idea (the detector with its configuration, which also holds the start
+rules' settings because the tracker passes one object, and the features its tests use); the rules that
+confirm a start are :mod:`needletrack.track.autostart`.
 """
 from __future__ import annotations
 
@@ -65,6 +67,9 @@ class AutoInitConfig:
     pyramid: tuple[int, ...] = (1, 2)
     min_bright_rank: float = 0.97
     extend_to_border: bool = True
+    # the line found is the front wall's echo and the needle lies below it: the line is moved this share of its
+    # width deeper (training-seed clips: IoU >= 0.5 with the needle for 30 % -> 37 % of the needle's lines)
+    centre_shift: float = 0.25
     z_thresh: float = 4.0
     min_length_frac: float = 0.12
     max_gap_frac: float = 0.04
@@ -72,23 +77,29 @@ class AutoInitConfig:
     min_cnr: float = 2.0
     min_coverage: float = 0.55
     max_candidates: int = 30
-    # a needle comes in from outside the image: the shallow end of its visible shaft lies within this share of
-    # the diagonal of the imaged region's border. Most simulated tissue lines do not: on the validation sets
-    # (simulator 5f5e3c9) needle-free frames reported 7.8 % -> 0 %. 12 orientations at 2 scales (24 at 3 before)
-    # search in 34 ms instead of 55 at the same figures (docs/results/tune_tracker_v2_auto_simv2.md)
+    # a needle comes in from outside: the shallow end of its visible shaft lies within this share of the diagonal
+    # of the imaged region's border (most simulated tissue lines do not; docs/tracker.md "Starting without ...")
     max_edge_frac: float = 0.1
-    # starting a track (Tracker auto=True) declines rather than guesses: the same line must be found in
-    # ``confirm_frames`` consecutive frames (orientation within ``confirm_deg``, midpoint within
-    # ``confirm_offset_frac`` of the diagonal of its line), each with CNR >= ``start_min_cnr``. Chosen on
-    # the harness's validation sets (needle-free: simulated negatives, BUSI val stills, liver val block;
-    # needle clips: val/clinical-ep and val/hard-ep) with simulator v2's frames: CNR 4 reports 0 % of the
-    # needle-free frames against 9.7 % at CNR 3, and starts on as many needle clips (few: simulator v2's thin
-    # needle and its needle-like tissue lines defeat this detector; docs/tracker.md). Under simulator v1, CNR 3
-    # had been chosen (scripts/tune_tracker_v2.py, docs/results/tune_tracker_v2_auto*.md).
+    # a start (Tracker auto=True) declines rather than guesses (autostart.StartConfirmer): the same line in
+    # ``confirm_frames`` consecutive frames (within ``confirm_deg`` and ``confirm_offset_frac`` of the diagonal)
+    # at CNR >= ``start_min_cnr``, or a line passing the loose ``motion_*`` tests whose shaft moves along its axis
+    # towards its tip relative to the tissue beside it over ``motion_frames`` frames (by
+    # ``motion_min_advance_frac`` of the diagonal in all, ``motion_step_frac`` in ``motion_min_steps`` frames)
     confirm_frames: int = 3
     confirm_deg: float = 6.0
     confirm_offset_frac: float = 0.015
     start_min_cnr: float = 4.0
+    motion_start: bool = True
+    motion_min_cnr: float = 2.0
+    motion_min_bright_rank: float = 0.9
+    motion_min_angle: float = 5.0
+    motion_min_length_frac: float = 0.06
+    motion_min_coverage: float = 0.4
+    motion_frames: int = 3
+    motion_min_advance_frac: float = 0.0028
+    motion_step_frac: float = 0.0003
+    motion_min_steps: int = 2
+    motion_flow_scale: float = 0.5       # Farneback flow on the work image shrunk by this factor
 
 
 @functools.lru_cache(maxsize=256)
@@ -418,29 +429,29 @@ def _extend_to_content_border(small, p_tail, p_tip, step: float = 1.0, content=N
         p = q
 
 
-def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | None:
-    """The most needle-like straight bright segment in ``frame``, or ``None`` if nothing passes the tests.
-
-    ``p1`` is the tip (the deeper end: in-plane needles go down from the probe), ``p0`` the other end of the
-    visible segment, or, with ``cfg.extend_to_border``, where the shaft's line leaves the imaged region."""
-    cfg = cfg or AutoInitConfig()
-    img, small, f = _work_image(frame, cfg)
-    best = None
-    for cand in _candidates(small, cfg):
-        if not _accept(cand, cfg):
-            continue
-        score = cand["cnr"] * cand["length"]
-        if best is None or score > best[0]:
-            best = (score, cand)
-    if best is None:
-        return None
-    c = best[1]
+def line_of(cand: dict, small: np.ndarray, f: float, cfg: AutoInitConfig) -> NeedleLine:
+    """A candidate (work pixels) as a :class:`NeedleLine` in frame pixels: ``p1`` the tip (the deeper end),
+    ``p0`` the other end, or, with ``cfg.extend_to_border``, where its line leaves the imaged region."""
+    c = cand
     tail, tip = (c["p0"], c["p1"]) if c["p1"][1] >= c["p0"][1] else (c["p1"], c["p0"])
     if cfg.extend_to_border:
         tail = _extend_to_content_border(small, tail, tip)
+    d = tip - tail
+    nrm = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-6)
+    shift = cfg.centre_shift * c["width"] * (nrm if nrm[1] >= 0 else -nrm)      # towards depth
+    tail, tip = tail + shift, tip + shift
     return NeedleLine(p0=(float(tail[0] / f), float(tail[1] / f)), p1=(float(tip[0] / f), float(tip[1] / f)),
                       width_px=float(max(2.0, c["width"] / f)), cnr=c["cnr"], coverage=c["coverage"],
                       angle_deg=c["angle"])
+
+
+def find_needle_line(frame, cfg: AutoInitConfig | None = None) -> NeedleLine | None:
+    """The most needle-like straight bright segment in ``frame`` (:func:`line_of`), or ``None`` if nothing
+    passes the tests."""
+    cfg = cfg or AutoInitConfig()
+    img, small, f = _work_image(frame, cfg)
+    ok = [c for c in _candidates(small, cfg) if _accept(c, cfg)]
+    return line_of(max(ok, key=lambda c: c["cnr"] * c["length"]), small, f, cfg) if ok else None
 
 
 def detect_needle(frame, cfg: AutoInitConfig | None = None) -> np.ndarray | None:

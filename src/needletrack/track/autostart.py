@@ -1,58 +1,140 @@
-"""Starting a track: the rule by which an unprompted start (``auto=True``) declines rather than guesses, and
+"""Starting a track: the rules by which an unprompted start (``auto=True``) declines rather than guesses, and
 the shaft width of a line prompt. The detector itself is :mod:`needletrack.track.autoinit`.
 
-:class:`StartConfirmer` takes a line only once the training-free detector found the same confident line
-(CNR >= ``AutoInitConfig.start_min_cnr``) in ``confirm_frames`` consecutive frames; chosen on the harness's
-validation sets (docs/tracker.md).
+:class:`StartConfirmer` takes a line once either rule holds (``AutoInitConfig``; chosen on the harness's
+validation sets, docs/tracker.md):
+
+* **held**: the training-free detector found the same confident line (CNR >= ``start_min_cnr``) in
+  ``confirm_frames`` consecutive frames;
+* **pushed in** (``motion_start``): a fainter line, coming in from the image's edge, followed over
+  ``motion_frames`` frames, whose shaft moves along its own axis towards its tip relative to the tissue
+  beside it (dense Farneback flow between consecutive frames). An inserted needle does; tissue lines move with
+  the tissue (probe motion, breathing), and a still image does not move at all.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from needletrack.geometry import line_mask
-from needletrack.track.autoinit import AutoInitConfig, NeedleLine, profile_stats, find_needle_line
+from needletrack.track.autoinit import (AutoInitConfig, NeedleLine, _accept, _candidates, _sample, _work_image,
+                                        line_of, profile_stats)
 from needletrack.track.frames import to_float01
+
+
+def _agree(a0, a1, b0, b1, max_deg: float, max_offset: float) -> bool:
+    da, db = np.subtract(a1, a0), np.subtract(b1, b0)
+    na, nb = float(np.hypot(*da)), float(np.hypot(*db))
+    if na < 1e-6 or nb < 1e-6:
+        return False
+    if math.degrees(math.acos(min(1.0, abs(float(da @ db)) / (na * nb)))) > max_deg:
+        return False
+    m = (np.asarray(a0, float) + np.asarray(a1, float)) / 2.0 - np.asarray(b0, float)
+    return abs(float(m[0] * db[1] - m[1] * db[0])) / nb <= max_offset
 
 
 def lines_agree(a: NeedleLine, b: NeedleLine, max_deg: float, max_offset: float) -> bool:
     """Same line: orientations within ``max_deg`` and a's midpoint within ``max_offset`` px of b's line."""
-    da = np.subtract(a.p1, a.p0)
-    db = np.subtract(b.p1, b.p0)
-    na, nb = float(np.hypot(*da)), float(np.hypot(*db))
-    if na < 1e-6 or nb < 1e-6:
-        return False
-    c = abs(float(da @ db)) / (na * nb)
-    if math.degrees(math.acos(min(1.0, c))) > max_deg:
-        return False
-    m = (np.asarray(a.p0) + np.asarray(a.p1)) / 2.0 - np.asarray(b.p0)
-    return abs(float(m[0] * db[1] - m[1] * db[0])) / nb <= max_offset
+    return _agree(a.p0, a.p1, b.p0, b.p1, max_deg, max_offset)
+
+
+def loose_config(cfg: AutoInitConfig) -> AutoInitConfig:
+    """The detector's settings for the candidates that the pushed-in rule follows."""
+    return dataclasses.replace(cfg, min_cnr=cfg.motion_min_cnr, min_bright_rank=cfg.motion_min_bright_rank,
+                               angle_range=(cfg.motion_min_angle, cfg.angle_range[1]),
+                               min_length_frac=cfg.motion_min_length_frac, min_coverage=cfg.motion_min_coverage)
+
+
+def axial_flow(flow: np.ndarray, cand: dict, diag: float) -> float:
+    """Mean flow along the candidate's axis (towards its deeper end) on the deeper 70 % of its shaft, minus
+    the same in bands 1.3-1.9 % of the diagonal to either side: how far the shaft moved along itself, relative
+    to the tissue beside it (work pixels)."""
+    p0, p1 = np.asarray(cand["p0"], float), np.asarray(cand["p1"], float)
+    tail, tip = (p0, p1) if p1[1] >= p0[1] else (p1, p0)
+    length = float(np.hypot(*(tip - tail)))
+    if length < 2.0:
+        return 0.0
+    u = (tip - tail) / length
+    nrm = np.array([-u[1], u[0]])
+    ts = np.linspace(0.3 * length, length, 24)
+    offs = np.array([0.0, -0.019, -0.0126, 0.0126, 0.019]) * diag
+    p = tail[None, None, :] + ts[None, :, None] * u[None, None, :] + offs[:, None, None] * nrm[None, None, :]
+    fx = _sample(flow[..., 0], p[..., 0], p[..., 1]).reshape(len(offs), -1)
+    fy = _sample(flow[..., 1], p[..., 0], p[..., 1]).reshape(len(offs), -1)
+    along = (fx * u[0] + fy * u[1]).mean(axis=1)
+    return float(along[0] - along[1:].mean())
 
 
 class StartConfirmer:
-    """Auto start that declines rather than guesses (see ``AutoInitConfig.confirm_frames``):
-    ``update(frame) -> mask | None``; a mask only once the same confident line held for the last
-    ``confirm_frames`` frames."""
+    """Auto start that declines rather than guesses (see the module's docstring): ``update(frame) -> mask |
+    None``; a mask only once one of the two rules holds. ``started_by``: "held" or "pushed in"."""
 
     def __init__(self, cfg: AutoInitConfig | None = None):
         self.cfg = cfg or AutoInitConfig()
         self.history: list[NeedleLine | None] = []
+        self.started_by: str | None = None
+        self._prev = None            # previous work image (flow)
+        self._tracks: list[dict] = []  # pushed-in rule: candidates followed from frame to frame
+        self._n = 0
 
     def update(self, frame) -> np.ndarray | None:
         cfg = self.cfg
-        line = find_needle_line(frame, cfg)
-        if line is not None and line.cnr < cfg.start_min_cnr:
-            line = None
-        self.history = (self.history + [line])[-max(1, cfg.confirm_frames):]
-        if len(self.history) < cfg.confirm_frames or any(x is None for x in self.history):
-            return None
         h, w = np.asarray(frame).shape[:2]
+        _img, small, f = _work_image(frame, cfg)
+        loose = loose_config(cfg) if cfg.motion_start else cfg
+        cands = _candidates(small, loose)
+        held = [c for c in cands if _accept(c, cfg) and c["cnr"] >= cfg.start_min_cnr]
+        line = line_of(max(held, key=lambda c: c["cnr"] * c["length"]), small, f, cfg) if held else None
+        self.history = (self.history + [line])[-max(1, cfg.confirm_frames):]
         off = cfg.confirm_offset_frac * math.hypot(h, w)
-        if not all(lines_agree(x, line, cfg.confirm_deg, off) for x in self.history[:-1]):
+        if (len(self.history) == cfg.confirm_frames and all(x is not None for x in self.history)
+                and all(lines_agree(x, line, cfg.confirm_deg, off) for x in self.history[:-1])):
+            self.started_by = "held"
+        elif cfg.motion_start:
+            cand = self._pushed_in(small, [c for c in cands if _accept(c, loose)])
+            line = line_of(cand, small, f, cfg) if cand is not None else None
+            self.started_by = "pushed in" if line is not None else None
+        else:
+            line = None
+        if line is None:
             return None
         m = line_mask((h, w), line.p0, line.p1, line.width_px)
         return m if m.any() else None
+
+    def _pushed_in(self, small: np.ndarray, cands: list[dict]) -> dict | None:
+        import cv2
+
+        cfg = self.cfg
+        i, self._n = self._n, self._n + 1
+        prev, self._prev = self._prev, small
+        diag = math.hypot(*small.shape)
+        flow = None
+        if prev is not None and prev.shape == small.shape:
+            k = cfg.motion_flow_scale          # flow on a smaller copy (its cost goes with the pixel count)
+            size = (max(16, round(small.shape[1] * k)), max(16, round(small.shape[0] * k)))
+            u8 = [np.clip(cv2.resize(x, size, interpolation=cv2.INTER_AREA) * 255.0, 0, 255).astype(np.uint8)
+                  for x in (prev, small)]
+            flow = cv2.calcOpticalFlowFarneback(u8[0], u8[1], None, 0.5, 3, 5, 3, 5, 1.1, 0)
+            flow = cv2.resize(flow, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR) / k
+        off = cfg.confirm_offset_frac * diag
+        matched: set[int] = set()
+        for c in sorted(cands, key=lambda c: -c["cnr"] * c["length"]):
+            rel = axial_flow(flow, c, diag) / diag if flow is not None else 0.0
+            t = next((t for t in self._tracks if t["last"] == i - 1 and id(t) not in matched
+                      and _agree(c["p0"], c["p1"], t["c"]["p0"], t["c"]["p1"], cfg.confirm_deg, off)), None)
+            if t is None:
+                t = {"rel": []}
+                self._tracks.append(t)
+            matched.add(id(t))
+            t.update(last=i, c=c)
+            t["rel"].append(rel)
+        self._tracks = [t for t in self._tracks if t["last"] == i]
+        k = max(1, cfg.motion_frames)
+        ok = [t for t in self._tracks if len(t["rel"]) >= k and sum(t["rel"][-k:]) >= cfg.motion_min_advance_frac
+              and sum(r > cfg.motion_step_frac for r in t["rel"][-k:]) >= cfg.motion_min_steps]
+        return max(ok, key=lambda t: sum(t["rel"][-k:]))["c"] if ok else None
 
 
 def estimate_shaft_width(frame, p0, p1, default: float | None = None) -> float:
