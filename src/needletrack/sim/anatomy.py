@@ -116,7 +116,10 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
     # fat islands inside the gland, and lobules in the subcutaneous fat
     isl = lowfreq(rng, shape, rng.uniform(1.5, 3.0) * mm, rng.uniform(3.0, 7.0) * mm)
     fat_isl = in_gland & (isl > rng.uniform(0.6, 1.2))
-    echo[fat_isl] = fat_lvl * rng.uniform(0.8, 1.4)
+    # soft-edged (0.5 mm): cut out of the gland with hard edges they read as holes punched in the texture
+    wsoft = _blur(fat_isl.astype(np.float32), max(0.5 * mm, 1.0))
+    echo *= 1 - wsoft
+    echo += np.float32(fat_lvl * rng.uniform(0.8, 1.4)) * wsoft
     fat_zone = (rows >= b_skin[None, :]) & (rows < b_fat[None, :])
     n_lob = int(Wc / (rng.uniform(5, 12) * mm) * max(fat_t / (8 * mm), 1)) + 2
     for _ in range(n_lob):
