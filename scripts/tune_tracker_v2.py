@@ -82,9 +82,8 @@ def make_data(sim_commit: str | None, path: str, only: str | None = None, auto_c
 # {}) and variants of it
 AUTO_BEFORE = dict(n_orient=24, pyramid=(1, 2, 4), max_candidates=12, max_edge_frac=1.0, motion_start=False)
 AUTO_CONFIGS = [AUTO_BEFORE, dict(motion_start=False), {}, dict(motion_min_advance_frac=0.002),
-                dict(motion_min_advance_frac=0.0035), dict(motion_min_steps=3),
-                dict(motion_flow_scale=1.0, motion_min_advance_frac=0.0047, motion_step_frac=0.0005),
-                dict(centre_shift=0.0)]
+                dict(motion_min_advance_frac=0.0035), dict(centre_shift=0.0), dict(pyramid=(1,)),
+                dict(max_candidates=30), dict(n_orient=8)]
 
 
 def auto_table(data, out, configs=AUTO_CONFIGS):

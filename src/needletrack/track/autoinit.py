@@ -76,7 +76,7 @@ class AutoInitConfig:
     angle_range: tuple[float, float] = (10.0, 85.0)
     min_cnr: float = 2.0
     min_coverage: float = 0.55
-    max_candidates: int = 30
+    max_candidates: int = 20
     # a needle comes in from outside: the shallow end of its visible shaft lies within this share of the diagonal
     # of the imaged region's border (most simulated tissue lines do not; docs/tracker.md "Starting without ...")
     max_edge_frac: float = 0.1
@@ -360,6 +360,12 @@ def _candidates(small: np.ndarray, cfg: "AutoInitConfig") -> list[dict]:
         length = t1 - t0
         if length < 0.5 * min_len:
             continue
+        # a needle comes in from outside: how far its shallow end lies from the imaged region's border (tested
+        # here, before the costlier features)
+        tail, tip = (p0, p1) if p1[1] >= p0[1] else (p1, p0)
+        edge = float(np.hypot(*(_extend_to_content_border(small, tail, tip, step=2.0, content=content) - tail)))
+        if edge > cfg.max_edge_frac * diag:
+            continue
         cnr, width = profile_stats(small, p0, p1, 2.0 * sig)
         cnr2, width2 = profile_stats(small, p0, p1, max(width, 1.5))   # again, the core at the measured width
         if cnr2 > cnr:
@@ -375,18 +381,12 @@ def _candidates(small: np.ndarray, cfg: "AutoInitConfig") -> list[dict]:
         tq = (q - c) @ u
         qq = q[(tq >= t0) & (tq <= t1)]
         resid = float(np.sqrt(np.mean(((qq - c) @ nrm) ** 2))) if len(qq) else 99.0
-        # a needle comes in from outside: how far its shallow end lies from the imaged region's border, and
-        # how bright its deep end (the bevel echoes) is among the imaged pixels
-        tail, tip = (p0, p1) if p1[1] >= p0[1] else (p1, p0)
-        edge = float(np.hypot(*(_extend_to_content_border(small, tail, tip, step=2.0, content=content) - tail)))
-        tx, ty = int(round(tip[0])), int(round(tip[1]))
-        tip_max = float(small[max(0, ty - 2):ty + 3, max(0, tx - 2):tx + 3].max())
         out.append({
             "p0": p0, "p1": p1, "length": float(length), "length_frac": float(length / diag),
             "angle": float(math.degrees(math.atan2(abs(u[1]), abs(u[0])))), "cnr": float(cnr),
             "width": float(width), "sigma": sig, "coverage": float(coverage), "bright_rank": bright_rank,
             "line_mean": line_mean, "resid": resid, "z_mean": float(np.mean(z[ys[near], xs[near]])),
-            "edge_frac": edge / diag, "tip_rank": float(np.mean(content_vals < tip_max)),
+            "edge_frac": edge / diag,
         })
     return out
 
