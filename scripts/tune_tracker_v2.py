@@ -67,8 +67,11 @@ def make_data(sim_commit: str | None, path: str, only: str | None = None, auto_c
     try:
         if sim_commit:
             wt = tempfile.mkdtemp(prefix="nt-tune-wt-")
-            subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", wt, sim_commit], check=True,
-                           capture_output=True)
+            p = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", wt, sim_commit],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                raise ValueError(f"--sim-commit {sim_commit!r}: not a commit of this repository "
+                                 f"({(p.stderr.strip().splitlines() or ['git worktree add failed'])[-1]})")
             env["PYTHONPATH"] = str(Path(wt) / "src")
         subprocess.run([sys.executable, "-c", DUMP, path, str(only), str(auto_clips)], check=True, env=env)
     finally:
@@ -195,7 +198,11 @@ def main(argv=None) -> int:
         lines.append(line)
 
     with tempfile.TemporaryDirectory() as tmp:
-        make_data(args.sim_commit, f"{tmp}/val.pkl", args.only, args.auto_clips)
+        try:
+            make_data(args.sim_commit, f"{tmp}/val.pkl", args.only, args.auto_clips)
+        except ValueError as e:
+            print(f"tune_tracker_v2: {e}", file=sys.stderr)
+            return 2
         with open(f"{tmp}/val.pkl", "rb") as f:
             data = pickle.load(f)
     out(f"Command: `python scripts/tune_tracker_v2.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
