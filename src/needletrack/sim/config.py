@@ -140,6 +140,7 @@ def preset(name: str = "clinical") -> SimConfig:
         return SimConfig(
             depth_mm=(25.0, 40.0), border_prob=0.3, convex_prob=0.0, overlay_prob=0.3,
             dynamic_range_db=(45.0, 65.0), gain_db=(-6.0, 15.0), noise_floor_db=(-80.0, -70.0), compound_looks=(5, 9),
+            speckle_reduction=(0.0, 0.6),   # (0.3-1.0 smoothed 5-9 looks further: laterally smoother than real)
             ligaments=(1, 3), distractor_lines=(0, 0),
             angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(0.0, 6.0), contrast_scale=(0.6, 0.9),
             dropout=(0.0, 0.15), tilt_deg=(0.0, 0.4), slab_mm=(0.6, 1.0),
