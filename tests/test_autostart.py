@@ -136,3 +136,36 @@ def test_a_faint_line_that_is_not_pushed_in_is_not_started(speed, shift):
     assert run_auto(frames)[2] is None
     anything = AutoInitConfig(motion_min_advance_frac=-1.0, motion_min_steps=0)
     assert run_auto(frames, anything)[2] is not None
+
+
+def test_an_unconfirmed_start_that_loses_the_needle_searches_again():
+    from needletrack.errors import NeedletrackError
+    from needletrack.models import build_model
+
+    model = build_model("stnan_tiny")
+    blank = np.full((120, 160), 70, np.uint8)     # no line at all: nothing to carry, nothing to fit
+    tr = Tracker(model, search_again_after=4)
+    k = 0
+    while not tr.initialised and k < 8:
+        tr.step(entering(k)[0], auto=(k == 0))
+        k += 1
+    assert tr.initialised and not tr.confirmed
+    for j in range(4):
+        r = tr.step(blank)
+        assert not r.visible and r.source == "model"
+    assert tr.searching and not tr.initialised     # back to the search after 4 frames with nothing
+    assert tr.step(blank).source == "search"
+    for k2 in range(8):                             # the needle comes in again and is started again
+        r = tr.step(entering(k2)[0])
+        if tr.initialised:
+            break
+    assert tr.initialised and r.source == "prompt" and not r.confirmed and k2 <= 4
+    # a person's prompt is never dropped for a search
+    tr = Tracker(model, search_again_after=2)
+    img, m = entering(3)
+    tr.step(img, mask=m)
+    for _ in range(6):
+        tr.step(blank)
+    assert tr.initialised and not tr.searching
+    with pytest.raises(NeedletrackError):
+        Tracker(model, search_again_after=0)

@@ -47,7 +47,7 @@ class Tracker:
                  mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True,
                  carry_lost: bool = True, coast_min_cnr: float | None = 4.0, max_coast: int = 3,
                  extend_min_cnr: float | None = 1.0, keep_prompt_width: bool = True,
-                 mem_cap: int | None = None):
+                 search_again_after: int | None = 10, mem_cap: int | None = None):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
         self.policy = policy
@@ -81,6 +81,11 @@ class Tracker:
         self.smooth = smooth
         self.line_width = line_width
         self.autoinit_cfg = autoinit_cfg
+        # an auto start that no person confirmed and that has shown nothing for this many frames in a row goes
+        # back to searching (a needle withdrawn and put in elsewhere is looked for again); None: never
+        if search_again_after is not None and int(search_again_after) < 1:
+            raise NeedletrackError(f"search_again_after must be at least 1 frame or None; got {search_again_after}")
+        self.search_again_after = None if search_again_after is None else int(search_again_after)
         # memory size, one name across the project: ``memory_slots`` = the first frame + the recent ring. A
         # fixed-shape engine (ONNX) fixes it; else 9 (the models' ``mem_frames`` default). ``mem_cap`` (the ring
         # alone, = memory_slots - 1) is the old spelling, still accepted.
@@ -122,6 +127,7 @@ class Tracker:
         self._prev = None               # previous frame's raw features (flow)
         self.confirmed = True           # False after an auto start, until a person prompts
         self._confirmer = None          # auto start: the same confident line over several frames
+        self._unseen = 0                # frames in a row with no needle since the last visible one
         self.segment_policy = SegmentPolicy(self.segment_settings)   # policy "segment": its state
 
     @property
@@ -159,12 +165,29 @@ class Tracker:
                     res = self._start(img, first)
             else:
                 res = self._track(img)
+                self._unseen = 0 if res.visible else self._unseen + 1
+                if not self.confirmed and self.search_again_after is not None \
+                        and self._unseen >= self.search_again_after:
+                    self._search_again()
         except BaseException:
             if not self.initialised and not self.searching:   # a refused first frame: start afresh next call
                 self.reset()
             raise
         self.frame_index += 1   # frames processed; a refused frame does not count
         return res
+
+    def _search_again(self) -> None:
+        """Back to the auto start's search, keeping the stream (frame size, count, normaliser): the unconfirmed
+        needle has been gone for ``search_again_after`` frames."""
+        self.memory.clear()
+        self.kalman.reset()
+        self.initialised = False
+        self.searching = True
+        self.entry_side = None
+        self._prev = None
+        self._confirmer = None
+        self._unseen = 0
+        self.segment_policy = SegmentPolicy(self.segment_settings)
 
     # ------------------------------------------------------------------------------------------------------
     def _prompt_mask(self, frame, img, mask, first_line, auto, where):
