@@ -9,15 +9,7 @@ import pytest
 from needletrack.geometry import line_mask
 from needletrack.track import Tracker, find_needle_line
 from needletrack.track.autoinit import AutoInitConfig, _sample
-
-
-def speckle(h, w, seed, mean=70.0):
-    """Fully developed speckle (as in test_autoinit)."""
-    rng = np.random.default_rng(seed)
-    re = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.2)
-    im = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.2)
-    env = np.sqrt(re ** 2 + im ** 2)
-    return mean * env / env.mean()
+from test_autoinit import speckle
 
 
 def line_frame(p0, p1, h=120, w=160, seed=0, bright=255.0, width=3, shift=0):
