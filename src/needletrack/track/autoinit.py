@@ -85,6 +85,10 @@ class AutoInitConfig:
     # at CNR >= ``start_min_cnr``, or a line passing the loose ``motion_*`` tests whose shaft moves along its axis
     # towards its tip relative to the tissue beside it over ``motion_frames`` frames (by
     # ``motion_min_advance_frac`` of the diagonal in all, ``motion_step_frac`` in ``motion_min_steps`` frames)
+    # the held rule is off by default: a bright straight line from the edge that merely holds (fascia, bone, the
+    # hard preset's needle-like lines) started and kept wrong tracks on needle-free clips; a line pushed in is
+    # the evidence taken (docs/tracker.md)
+    held_start: bool = False
     confirm_frames: int = 3
     confirm_deg: float = 6.0
     confirm_offset_frac: float = 0.015

@@ -4,8 +4,8 @@ the shaft width of a line prompt. The detector itself is :mod:`needletrack.track
 :class:`StartConfirmer` takes a line once either rule holds (``AutoInitConfig``; chosen on the harness's
 validation sets, docs/tracker.md):
 
-* **held**: the training-free detector found the same confident line (CNR >= ``start_min_cnr``) in
-  ``confirm_frames`` consecutive frames;
+* **held** (``held_start``, off by default): the training-free detector found the same confident line
+  (CNR >= ``start_min_cnr``) in ``confirm_frames`` consecutive frames;
 * **pushed in** (``motion_start``): a fainter line, coming in from the image's edge, followed over
   ``motion_frames`` frames, whose shaft moves along its own axis towards its tip relative to the tissue
   beside it (dense Farneback flow between consecutive frames). An inserted needle does; tissue lines move with
@@ -89,7 +89,7 @@ class StartConfirmer:
         line = line_of(max(held, key=lambda c: c["cnr"] * c["length"]), small, f, cfg) if held else None
         self.history = (self.history + [line])[-max(1, cfg.confirm_frames):]
         off = cfg.confirm_offset_frac * math.hypot(h, w)
-        if (len(self.history) == cfg.confirm_frames and all(x is not None for x in self.history)
+        if (cfg.held_start and len(self.history) == cfg.confirm_frames and all(x is not None for x in self.history)
                 and all(lines_agree(x, line, cfg.confirm_deg, off) for x in self.history[:-1])):
             self.started_by = "held"
         elif cfg.motion_start:
