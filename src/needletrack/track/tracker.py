@@ -114,18 +114,22 @@ class Tracker:
     # ------------------------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the stream: the next step() needs a mask, a line or auto=True again."""
-        self.memory.clear()
-        self.kalman.reset()
         self.normaliser = FrameNormaliser()
         self.frame_index = 0
         self.frame_hw: tuple[int, int] | None = None
         self.letterbox: Letterbox | None = None
-        self.initialised = False
         self.searching = False          # auto mode: looking for the needle, nothing found yet
         self.first_found: int | None = None
+        self.confirmed = True           # False after an auto start, until a person prompts
+        self._forget_needle()
+
+    def _forget_needle(self) -> None:
+        """Forget the needle (memory, motion, segment, start rule), keeping the stream's frame size and count."""
+        self.memory.clear()
+        self.kalman.reset()
+        self.initialised = False
         self.entry_side: str | None = None
         self._prev = None               # previous frame's raw features (flow)
-        self.confirmed = True           # False after an auto start, until a person prompts
         self._confirmer = None          # auto start: the same confident line over several frames
         self._unseen = 0                # frames in a row with no needle since the last visible one
         self.segment_policy = SegmentPolicy(self.segment_settings)   # policy "segment": its state
@@ -177,17 +181,10 @@ class Tracker:
         return res
 
     def _search_again(self) -> None:
-        """Back to the auto start's search, keeping the stream (frame size, count, normaliser): the unconfirmed
-        needle has been gone for ``search_again_after`` frames."""
-        self.memory.clear()
-        self.kalman.reset()
-        self.initialised = False
+        """Back to the auto start's search: the unconfirmed needle has been gone for ``search_again_after``
+        frames."""
+        self._forget_needle()
         self.searching = True
-        self.entry_side = None
-        self._prev = None
-        self._confirmer = None
-        self._unseen = 0
-        self.segment_policy = SegmentPolicy(self.segment_settings)
 
     # ------------------------------------------------------------------------------------------------------
     def _prompt_mask(self, frame, img, mask, first_line, auto, where):
