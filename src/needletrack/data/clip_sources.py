@@ -284,8 +284,7 @@ class SimClips:
         gap = int(rng.integers(self.gap[0], self.gap[1] + 1))
         bg = self._bg() if rng.random() < self.background_prob else None
         # no draw at all without moving_prob, so older configs keep their clips
-        moving = self._moving() if self.moving_prob > 0 and rng.random() < self.moving_prob else None
-        moving = moving or None
+        moving = (self._moving() or None) if self.moving_prob > 0 and rng.random() < self.moving_prob else None
         sz = size[0] if size[0] == size[1] else tuple(size)
         needle = "absent" if rng.random() < self.absent_prob else "moving"
         cfg = sim_preset(preset)

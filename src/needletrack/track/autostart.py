@@ -85,23 +85,29 @@ class StartConfirmer:
         _img, small, f = _work_image(frame, cfg)
         loose = loose_config(cfg) if cfg.motion_start else cfg
         cands = _candidates(small, loose)
-        held = [c for c in cands if _accept(c, cfg) and c["cnr"] >= cfg.start_min_cnr]
-        line = line_of(max(held, key=lambda c: c["cnr"] * c["length"]), small, f, cfg) if held else None
-        self.history = (self.history + [line])[-max(1, cfg.confirm_frames):]
-        off = cfg.confirm_offset_frac * math.hypot(h, w)
-        if (cfg.held_start and len(self.history) == cfg.confirm_frames and all(x is not None for x in self.history)
-                and all(lines_agree(x, line, cfg.confirm_deg, off) for x in self.history[:-1])):
+        line = self._held(cands, small, f, math.hypot(h, w)) if cfg.held_start else None
+        if line is not None:
             self.started_by = "held"
         elif cfg.motion_start:
             cand = self._pushed_in(small, [c for c in cands if _accept(c, loose)])
             line = line_of(cand, small, f, cfg) if cand is not None else None
             self.started_by = "pushed in" if line is not None else None
-        else:
-            line = None
         if line is None:
             return None
         m = line_mask((h, w), line.p0, line.p1, line.width_px)
         return m if m.any() else None
+
+    def _held(self, cands: list[dict], small: np.ndarray, f: float, diag: float) -> NeedleLine | None:
+        """The held rule: this frame's most confident line, once the same one held for ``confirm_frames``."""
+        cfg = self.cfg
+        held = [c for c in cands if _accept(c, cfg) and c["cnr"] >= cfg.start_min_cnr]
+        line = line_of(max(held, key=lambda c: c["cnr"] * c["length"]), small, f, cfg) if held else None
+        self.history = (self.history + [line])[-max(1, cfg.confirm_frames):]
+        off = cfg.confirm_offset_frac * diag
+        if (len(self.history) == cfg.confirm_frames and all(x is not None for x in self.history)
+                and all(lines_agree(x, line, cfg.confirm_deg, off) for x in self.history[:-1])):
+            return line
+        return None
 
     def _pushed_in(self, small: np.ndarray, cands: list[dict]) -> dict | None:
         import cv2
