@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     for m in args.model:
         t0 = time.time()
         sc = SetScore()
+        tr = Tracker.from_pretrained(m)        # one engine per model; reset() between sequences, as the harness
         for s in seqs:
-            tr = Tracker.from_pretrained(m)
+            tr.reset()
             pred = [tr.step(f, mask=s.masks[0]).mask if i == 0 else tr.step(f).mask for i, f in enumerate(s.frames)]
             sc.add_sequence(list(np.asarray(s.masks)), pred, spacing=s.meta.get("pixel_spacing_mm"),
                             entry_side=s.meta.get("entry_side"))
