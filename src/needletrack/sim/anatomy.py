@@ -13,7 +13,7 @@ Intensities are linear echo power relative to glandular tissue (= 1). Returned m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -65,11 +65,79 @@ class Anatomy:
     lesion: np.ndarray | None  # Hc x Wc bool (target) or None
     target: tuple             # (cx, cy) canvas px of the biopsy target
     ref: float                # typical tissue echo power (for needle calibration)
+    info: dict = field(default_factory=dict)   # what the scene drew (kind, layer angles, bone, nerve, artery)
 
 
 def _bezier(p0, p1, p2, n=24):
     t = np.linspace(0, 1, n)[:, None]
     return ((1 - t) ** 2) * p0 + 2 * (1 - t) * t * p1 + (t ** 2) * p2
+
+
+def _fine_texture(rng, shape, mm: float, echo: np.ndarray, ang_c: float = 0.0, ang_w: float = 45.0,
+                  strength: float = 1.0, mottle: float = 1.0) -> None:
+    """Sub-resolution tissue structure and sparse bright echoes, multiplied into ``echo`` in place. The strands'
+    orientations are drawn from ``ang_c`` +- ``ang_w`` degrees (the breast: 0 +- 45); ``strength`` scales the
+    sparse bright echoes, ``mottle`` the log-amplitude of the strand fields."""
+    # tissue structure below the resolution of the anatomy above: echogenic strands (fibrous septa, fascicles)
+    # over a darker matrix, elongated 2-4x along the local layering, tilted by up to 45 degrees (septa run
+    # obliquely; up to 25 left the texture too horizontal against the real train split); log-normal, so a few
+    # bright strands and much dark tissue (positively skewed grey levels)
+    for cy_mm, cx_mm, amp in ((rng.uniform(0.15, 0.3), rng.uniform(0.5, 1.2), rng.uniform(0.5, 0.8)),
+                              (rng.uniform(0.8, 2.0), rng.uniform(2.0, 5.0), rng.uniform(0.6, 1.0))):
+        g = oriented_lowfreq(rng, shape, cy_mm * mm, cx_mm * mm, rng.uniform(ang_c - ang_w, ang_c + ang_w))
+        amp = amp * mottle
+        g *= np.float32(amp)
+        echo *= np.exp(g - np.float32(0.5 * amp * amp))
+    # sparse bright echoes: short thin strands (ridges of an anisotropic random field) 5-15 dB above the
+    # tissue, in two orientation families: the bright tail of every real frame's grey histogram
+    for _ in range(2):
+        w2 = 35.0 * ang_w / 45.0
+        g = oriented_lowfreq(rng, shape, rng.uniform(0.15, 0.3) * mm, rng.uniform(1.0, 4.0) * mm,
+                             rng.uniform(ang_c - w2, ang_c + w2))
+        thr = np.float32(rng.uniform(1.2, 1.7))
+        st = np.maximum(g - thr, 0)
+        st *= np.clip(lowfreq(rng, shape, 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)   # in clusters
+        echo += np.float32(strength * rng.uniform(20.0, 60.0)) * st * st * echo
+
+
+def _finish(rng, cfg, shape, mm: float, echo, lines, thin, b_skin, margin: int, depth_px: float, sp: float,
+            atten_db_mm: float, **fluid_kw):
+    """The steps every tissue scene ends with: fluid (``add_fluid``; ``fluid_kw`` passed on), reverberation
+    streaks, shadowing below strong reflectors, rough specular lines, and the split into speckled ``echo`` and
+    unspeckled ``spec``. Returns ``(echo, spec, ref)``."""
+    Hc, Wc = shape
+    add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin, depth_px, sp, atten_db_mm, **fluid_kw)
+    # vertical reverberation streaks: a strong near-field reflector (skin/gel interface, a calcification, a thin
+    # fascia) rings between itself and the probe; below it a narrow vertical streak of repeats, fading with depth
+    for _ in range(_ui(rng, getattr(cfg, "reverb_streaks", (0, 1)))):
+        x_ = rng.uniform(0.05, 0.95) * Wc
+        i = int(np.clip(x_, 0, Wc - 1))
+        z0 = float(b_skin[i] + rng.uniform(0.0, 6.0) * mm)
+        gap = rng.uniform(0.4, 1.2) * mm
+        fade = rng.uniform(3.0, 12.0) * mm
+        wdt = rng.uniform(0.4, 1.2) * mm
+        st = np.zeros(shape, np.float32)
+        a0 = float(rng.uniform(1.0, 4.0))
+        z = z0
+        while z < Hc and (z - z0) < 4 * fade:
+            cv2.line(st, (int(x_ - wdt / 2), int(z)), (int(x_ + wdt / 2), int(z)), a0 * math.exp(-(z - z0) / fade),
+                     max(1, int(round(0.2 * mm))), cv2.LINE_AA)
+            z += gap
+        thin += st
+    lines += cv2.GaussianBlur(thin, (0, 0), max(0.15 * mm, 0.6))
+    # shadowing: a strong specular reflector passes on less energy; everything below it along the beam is darker
+    # (transmission through each reflector, accumulated over depth; ribs and calcifications block almost all)
+    refl = np.clip(_blur(lines, max(0.6 * mm, 1.0)), 0, None)
+    trans = np.exp(-np.float32(getattr(cfg, "reflector_loss", 0.04) / max(mm, 1.0)) * np.cumsum(refl, axis=0))
+    echo *= trans
+    lines *= np.sqrt(trans)
+    # specular interfaces are rough: their echo varies along them (texture, partial facing of the beam)
+    lines *= np.exp(0.7 * oriented_lowfreq(rng, shape, 0.5 * mm, 1.5 * mm, 0.0) - 0.245)
+    k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
+    echo += (1 - k) * lines
+    spec = k * lines
+    ref = float(np.median(echo[margin:margin + int(depth_px)]))
+    return echo, spec, max(ref, 1e-3)
 
 
 def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm: float = 0.14) -> Anatomy:
@@ -263,53 +331,7 @@ def breast(rng, cfg, shape, sp: float, margin: int, depth_px: float, atten_db_mm
             f = rng.uniform(0.15, 0.5) if post == "shadow" else rng.uniform(1.4, 2.5)
             echo *= 1 + (f - 1) * below
             lines *= 1 + (f - 1) * below
-    # tissue structure below the resolution of the anatomy above: echogenic strands (fibrous septa, fascicles)
-    # over a darker matrix, elongated 2-4x along the local layering, tilted by up to 45 degrees (septa run
-    # obliquely; up to 25 left the texture too horizontal against the real train split); log-normal, so a few
-    # bright strands and much dark tissue (positively skewed grey levels)
-    for cy_mm, cx_mm, amp in ((rng.uniform(0.15, 0.3), rng.uniform(0.5, 1.2), rng.uniform(0.5, 0.8)),
-                              (rng.uniform(0.8, 2.0), rng.uniform(2.0, 5.0), rng.uniform(0.6, 1.0))):
-        g = oriented_lowfreq(rng, shape, cy_mm * mm, cx_mm * mm, rng.uniform(-45, 45))
-        g *= np.float32(amp)
-        echo *= np.exp(g - np.float32(0.5 * amp * amp))
-    # sparse bright echoes: short thin strands (ridges of an anisotropic random field) 5-15 dB above the
-    # tissue, in two orientation families: the bright tail of every real frame's grey histogram
-    for _ in range(2):
-        g = oriented_lowfreq(rng, shape, rng.uniform(0.15, 0.3) * mm, rng.uniform(1.0, 4.0) * mm, rng.uniform(-35, 35))
-        thr = np.float32(rng.uniform(1.2, 1.7))
-        st = np.maximum(g - thr, 0)
-        st *= np.clip(lowfreq(rng, shape, 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)   # in clusters
-        echo += np.float32(rng.uniform(20.0, 60.0)) * st * st * echo
-    add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin, depth_px, sp, atten_db_mm)
-    # vertical reverberation streaks: a strong near-field reflector (skin/gel interface, a calcification, a thin
-    # fascia) rings between itself and the probe; below it a narrow vertical streak of repeats, fading with depth
-    for _ in range(_ui(rng, getattr(cfg, "reverb_streaks", (0, 1)))):
-        x_ = rng.uniform(0.05, 0.95) * Wc
-        i = int(np.clip(x_, 0, Wc - 1))
-        z0 = float(b_skin[i] + rng.uniform(0.0, 6.0) * mm)
-        gap = rng.uniform(0.4, 1.2) * mm
-        fade = rng.uniform(3.0, 12.0) * mm
-        wdt = rng.uniform(0.4, 1.2) * mm
-        st = np.zeros(shape, np.float32)
-        a0 = float(rng.uniform(1.0, 4.0))
-        z = z0
-        while z < Hc and (z - z0) < 4 * fade:
-            cv2.line(st, (int(x_ - wdt / 2), int(z)), (int(x_ + wdt / 2), int(z)), a0 * math.exp(-(z - z0) / fade),
-                     max(1, int(round(0.2 * mm))), cv2.LINE_AA)
-            z += gap
-        thin += st
-    lines += cv2.GaussianBlur(thin, (0, 0), max(0.15 * mm, 0.6))
-    # shadowing: a strong specular reflector passes on less energy; everything below it along the beam is darker
-    # (transmission through each reflector, accumulated over depth; ribs and calcifications block almost all)
-    refl = np.clip(_blur(lines, max(0.6 * mm, 1.0)), 0, None)
-    trans = np.exp(-np.float32(getattr(cfg, "reflector_loss", 0.04) / max(mm, 1.0)) * np.cumsum(refl, axis=0))
-    echo *= trans
-    lines *= np.sqrt(trans)
-    # specular interfaces are rough: their echo varies along them (texture, partial facing of the beam)
-    lines *= np.exp(0.7 * oriented_lowfreq(rng, shape, 0.5 * mm, 1.5 * mm, 0.0) - 0.245)
-    k = rng.uniform(0.1, 0.35)                      # share of line power that is specular (unspeckled)
-    echo += (1 - k) * lines
-    spec = k * lines
-    ref = float(np.median(echo[margin:margin + int(depth_px)]))
-    return Anatomy(echo=echo, spec=spec, lesion=lesion, target=(float(tx), float(ty)), ref=max(ref, 1e-3))
+    _fine_texture(rng, shape, mm, echo)
+    echo, spec, ref = _finish(rng, cfg, shape, mm, echo, lines, thin, b_skin, margin, depth_px, sp, atten_db_mm)
+    return Anatomy(echo=echo, spec=spec, lesion=lesion, target=(float(tx), float(ty)), ref=ref)
 

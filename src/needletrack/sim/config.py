@@ -5,6 +5,7 @@ A ``SimConfig`` holds ranges ``(lo, hi)`` (uniform draws unless said otherwise) 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from needletrack.errors import NeedletrackError
@@ -12,6 +13,32 @@ from needletrack.errors import NeedletrackError
 Range = tuple[float, float]
 
 PRESETS = ("easy", "clinical", "hard", "bench")
+ANATOMIES = ("breast", "muscle", "nerve")        # the synthetic tissue scenes (anatomy.breast, msk.muscle, msk.nerve)
+SCENES = ("mix",) + ANATOMIES + ("bench",)
+# clinical: breast stays the largest share (the paper is breast ultrasound); muscle and nerve-block scenes
+# (long bright striations and fascia: needle-like hard negatives) make up the rest
+CLINICAL_MIX = {"breast": 0.5, "muscle": 0.25, "nerve": 0.25}
+HARD_MIX = {"breast": 0.4, "muscle": 0.35, "nerve": 0.25}
+
+
+def check_anatomy_mix(mix) -> dict:
+    """``mix`` as a dict of non-negative weights over :data:`ANATOMIES` (missing ones weigh 0) with a positive
+    sum; anything else raises a NeedletrackError with a one-line message."""
+    if not isinstance(mix, dict):
+        raise NeedletrackError(f"anatomy_mix must be a mapping of weights over {', '.join(ANATOMIES)}, "
+                               f"got {type(mix).__name__}")
+    unknown = sorted(str(k) for k in mix if k not in ANATOMIES)
+    if unknown:
+        raise NeedletrackError(f"anatomy_mix: unknown anatomy {', '.join(unknown)} (choose from {', '.join(ANATOMIES)})")
+    out = {}
+    for k in ANATOMIES:
+        w = mix.get(k, 0.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(float(w)) or float(w) < 0:
+            raise NeedletrackError(f"anatomy_mix: the weight of {k} must be a finite number >= 0, got {w!r}")
+        out[k] = float(w)
+    if sum(out.values()) <= 0:
+        raise NeedletrackError("anatomy_mix: the weights must not all be zero")
+    return out
 
 # outer diameter (mm) of needles by Birmingham gauge
 GAUGE_OD_MM = {16: 1.651, 17: 1.473, 18: 1.270, 19: 1.067, 20: 0.908, 21: 0.819, 22: 0.718}
@@ -49,7 +76,13 @@ class SimConfig:
     gain_db: Range = (-8.0, 15.0)          # overall gain (median grey ~72 as the real train split, dark to bright frames)
     noise_floor_db: Range = (-75.0, -60.0)  # electronic noise, relative to the tissue reference level
     # --- anatomy ------------------------------------------------------------------------------------
-    scene: str = "breast"                  # "breast" (anatomy.breast) or "bench" (anatomy.bench: water over a block)
+    scene: str = "mix"                     # "mix" (one of the anatomies, drawn per sequence by anatomy_mix), "breast"
+    #                                        (anatomy.breast), "muscle", "nerve" (msk) or "bench" (water over a block)
+    anatomy_mix: dict = field(default_factory=lambda: dict(CLINICAL_MIX))   # scene "mix": weight per anatomy
+    pennation_deg: Range = (5.0, 30.0)     # muscle: fibre (striation) angle to the fascia (nerve scenes: half of it)
+    striation_mm: Range = (0.5, 2.0)       # muscle: spacing of the perimysium striations
+    bone_prob: float = 0.4                 # muscle: a bone surface with its shadow below the bellies (nerve: half)
+    nerve_mm: Range = (3.0, 10.0)          # nerve: diameter of the nerve
     water_frac: Range = (0.3, 0.6)         # bench: water/gel above the block, fraction of the depth
     skin_mm: Range = (1.0, 2.5)
     fat_frac: Range = (0.15, 0.45)         # subcutaneous fat thickness as a fraction of depth
@@ -113,6 +146,11 @@ class SimConfig:
     every_frame_prob: float = 0.2          # ... or every frame
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.scene not in SCENES:
+            raise NeedletrackError(f"unknown simulator scene {self.scene!r} (choose one of {', '.join(SCENES)})")
+        self.anatomy_mix = check_anatomy_mix(self.anatomy_mix)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -140,6 +178,7 @@ def preset(name: str = "clinical") -> SimConfig:
         return SimConfig(
             depth_mm=(25.0, 40.0), border_prob=0.3, convex_prob=0.0, overlay_prob=0.3,
             dynamic_range_db=(45.0, 65.0), gain_db=(-6.0, 15.0), noise_floor_db=(-80.0, -70.0), compound_looks=(5, 9),
+            scene="breast",
             speckle_reduction=(0.0, 0.6),   # (0.3-1.0 smoothed 5-9 looks further: laterally smoother than real)
             ligaments=(1, 3), distractor_lines=(0, 0),
             angle_deg=(5.0, 30.0), shallow_bias=1.5, bend_prob=0.1, needle_gain_db=(0.0, 6.0), contrast_scale=(0.6, 0.9),
@@ -151,6 +190,7 @@ def preset(name: str = "clinical") -> SimConfig:
         )
     if name == "hard":
         return SimConfig(
+            anatomy_mix=dict(HARD_MIX),
             depth_mm=(35.0, 70.0), border_prob=0.8, convex_prob=0.25, overlay_prob=0.85,
             freq_mhz=(6.0, 10.0), f_number=(2.5, 4.5), speckle_scale=(1.2, 2.0), axial_scale=(1.0, 1.3), compound_looks=(2, 6),
             speckle_reduction=(0.0, 0.8), atten_db_cm_mhz=(0.5, 1.0), tgc_compensation=(0.25, 0.65), tgc_ripple_db=(2.0, 8.0),

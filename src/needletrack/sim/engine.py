@@ -17,8 +17,9 @@ import numpy as np
 from needletrack.sim import bmode, scanner
 from needletrack.sim.anatomy import breast
 from needletrack.sim.bench import bench
+from needletrack.sim.msk import muscle, nerve
 from needletrack.sim.bmode import _u
-from needletrack.sim.config import SimConfig, preset as get_preset
+from needletrack.sim.config import ANATOMIES, SimConfig, check_anatomy_mix, preset as get_preset
 from needletrack.sim.frame import FrameMixin
 from needletrack.sim.motion import make_motion, smooth_noise, view_travel
 from needletrack.sim.needle import gauge_width_mm
@@ -27,6 +28,19 @@ from needletrack.sim.overlay import make_overlay
 from needletrack.sim.realbg import RealBackgroundMixin, _as_backgrounds, _as_moving, real_probe
 
 NEEDLE_MODES = ("moving", "still", "absent")
+
+
+def pick_scene(cfg, aseed: int) -> str:
+    """The sequence's scene: ``cfg.scene``, or for "mix" one of the anatomies drawn by ``cfg.anatomy_mix`` from a
+    stream of its own (seeded from the anatomy's seed ``aseed``: the anatomy's own draws are the same whichever
+    scene a mix would have picked)."""
+    scene = getattr(cfg, "scene", "breast")
+    if scene != "mix":
+        return scene
+    mix = check_anatomy_mix(getattr(cfg, "anatomy_mix", {"breast": 1.0}))
+    w = np.array([mix[k] for k in ANATOMIES], float)
+    u = float(np.random.default_rng([aseed & 0xFFFFFFFF, aseed >> 32, 17]).random())
+    return ANATOMIES[min(int(np.searchsorted(np.cumsum(w) / w.sum(), u, side="right")), len(ANATOMIES) - 1)]
 
 
 def _size(size):
@@ -209,6 +223,10 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         self.pulse_c = np.array([prng.uniform(bx0 + 0.15 * (bx1 - bx0), bx1 - 0.15 * (bx1 - bx0)),
                                  prng.uniform(by0 + 0.3 * (by1 - by0), by1 - 0.1 * (by1 - by0))])
         self.pulse_r = _u(prng, cfg.pulse_radius_mm) / sp
+        art = getattr(self, "anatomy_info", {}).get("artery") if not self.real else None
+        if art is not None:        # the scene has an artery: the pulse is centred on it (the draws above stay)
+            self.pulse_c = self._canvas_to_world(art["cx"], art["cy"])
+            self.pulse_r = max(self.pulse_r, 1.5 * art["r"])
         # the comet tail: each round trip spreads along the beam, over a diffuse textured tail (needle_echo)
         self.tail_spread = prng.uniform(0.3, 1.0)
         self.tail_haze = prng.uniform(0.05, 0.15)
@@ -246,12 +264,17 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
 
     # ------------------------------------------------------------------------------------------------
     def _setup_synthetic(self, rng, cfg, probe, psf, looks, line_px, gain_db, Hc, Wc, m, depth_px):
-        """Synthetic anatomy (breast or bench) under two compounded speckle realizations; returns the target (canvas px)."""
-        scene = bench if getattr(cfg, "scene", "breast") == "bench" else breast
+        """Synthetic anatomy (breast, muscle, nerve or bench) under two compounded speckle realizations; returns the
+        target (canvas px)."""
         # the anatomy draws from its own stream: changing it leaves the speckle, needle and motion draws alone
-        arng = np.random.default_rng(int(rng.integers(2**62)))
+        aseed = int(rng.integers(2**62))
+        arng = np.random.default_rng(aseed)
+        kind = pick_scene(cfg, aseed)
+        scene = {"bench": bench, "breast": breast, "muscle": muscle, "nerve": nerve}[kind]
         anat = scene(arng, cfg, (Hc, Wc), probe.sp, m, depth_px,
                       atten_db_mm=2 * psf.atten_db_cm_mhz * psf.freq_mhz / 10.0)
+        self.scene = kind
+        self.anatomy_info = anat.info
         # the speckle draws from its own stream too (their number grows with the canvas, see the margin below)
         S = scanner.speckle_intensity(np.random.default_rng(int(rng.integers(2**62))), (Hc, Wc), psf, m, looks, 1, line_px)
         # the speckle-reduction strength comes from the frame stream (the sequence's other draws keep their values)
@@ -273,7 +296,7 @@ class SequenceSimulator(RealBackgroundMixin, FrameMixin, NeedleEchoMixin):
         self.noise_power = self.ref_power * 10 ** (_u(rng, cfg.noise_floor_db) / 10)
         self.ref_grey = 170.0 + gain_db * 255.0 / self.dr
         self.source = ("needletrack.sim (bench: needle in water over a tissue block)" if scene is bench
-                       else "needletrack.sim (synthetic breast)")
+                       else f"needletrack.sim (synthetic {kind})")
         self.alpha = 0.0
         return tcx, tcy
 

@@ -37,10 +37,21 @@ def _tube(rng, fluid, walls, c, half: float, r: float, ang: float, a_top: float,
                          th, cv2.LINE_AA)
 
 
+def _ellipse_vessel(fluid, walls, cx_, cy_, ax_, ay_, ang_, a_top, a_bot, wth) -> None:
+    """A round or oval fluid body: the lumen into ``fluid``, its near (top) and far walls into ``walls``."""
+    c, a = (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1))
+    cv2.ellipse(fluid, c, a, ang_, 0, 360, 1, -1, cv2.LINE_AA)
+    cv2.ellipse(walls, c, a, ang_, 180, 360, a_top, wth, cv2.LINE_AA)
+    cv2.ellipse(walls, c, a, ang_, 0, 180, a_bot, wth, cv2.LINE_AA)
+
+
 def add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin: int, depth_px: float, sp: float,
-              atten_db_mm: float) -> None:
+              atten_db_mm: float, fixed=(), avoid=()) -> None:
     """Add vessels (``cfg.vessels``) and a cyst (``cfg.cyst_prob``) to the maps ``echo``, ``lines`` and ``thin``
-    (in place): the lumen is anechoic and clears the reflectors drawn so far, its walls are bright."""
+    (in place): the lumen is anechoic and clears the reflectors drawn so far, its walls are bright.
+
+    ``fixed``: vessels placed by the caller, ``(cx, cy, ax, ay, angle_deg)`` in canvas px (drawn first, round or
+    oval cross-sections); ``avoid``: boxes ``(x0, x1, y0, y1)`` the random ones keep clear of (a nerve)."""
     Hc, Wc = shape
     mm = 1.0 / sp
     # anechoic fluid: vessels (round or oval, bright walls) and simple cysts (round, thin bright capsule).
@@ -51,7 +62,13 @@ def add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin: int, depth_px:
     n_ves = _ui(rng, getattr(cfg, "vessels", (0, 2)))
     n_cyst = int(rng.random() < getattr(cfg, "cyst_prob", 0.0))
     edges = []
-    boxes = []
+    boxes = [tuple(b) for b in avoid]
+    for cx_, cy_, ax_, ay_, ang_ in fixed:
+        boxes.append((cx_ - ax_ - mm, cx_ + ax_ + mm, cy_ - ay_ - mm, cy_ + ay_ + mm))
+        a_top, a_bot = float(rng.uniform(1.0, 4.0)), float(rng.uniform(0.5, 2.0))
+        wth = max(1, int(round(rng.uniform(0.15, 0.4) * mm)))
+        _ellipse_vessel(fluid, walls, cx_, cy_, ax_, ay_, ang_, a_top, a_bot, wth)
+        edges.append((cx_, cy_, ax_, ay_, ang_))
     for kind in ["vessel"] * n_ves + ["cyst"] * n_cyst:
         tube = False
         if kind == "vessel":
@@ -82,11 +99,7 @@ def add_fluid(rng, cfg, shape, echo, lines, thin, b_skin, margin: int, depth_px:
         if tube:
             _tube(rng, fluid, walls, (cx_, cy_), half, ay_, ang_, a_top, a_bot, wth, mm)
             continue
-        cv2.ellipse(fluid, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 0, 360, 1, -1, cv2.LINE_AA)
-        cv2.ellipse(walls, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 180, 360, a_top, wth,
-                    cv2.LINE_AA)
-        cv2.ellipse(walls, (int(cx_), int(cy_)), (max(int(ax_), 1), max(int(ay_), 1)), ang_, 0, 180, a_bot, wth,
-                    cv2.LINE_AA)
+        _ellipse_vessel(fluid, walls, cx_, cy_, ax_, ay_, ang_, a_top, a_bot, wth)
         edges.append((cx_, cy_, ax_, ay_, ang_))
     if fluid.any():
         ff = cv2.GaussianBlur(fluid.astype(np.float32), (0, 0), max(0.2 * mm, 0.7))

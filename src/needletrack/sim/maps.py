@@ -50,3 +50,18 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     sc = math.sqrt(max(sigma * sigma - D * D / 6.0, 1.0)) / D
     xs = cv2.GaussianBlur(xs, (0, 0), sc)
     return cv2.resize(xs, (W, H), interpolation=cv2.INTER_LINEAR)
+
+
+def flow_lowfreq(rng, u: np.ndarray, v: np.ndarray, cell_u: float, cell_v: float) -> np.ndarray:
+    """Smooth zero-mean noise that follows a flow: correlation length ``cell_u`` px along the streamlines
+    (``v`` constant) and ``cell_v`` px across them, where ``u`` and ``v`` (float32 maps, px) are curvilinear
+    coordinates along and across the flow. A knot grid in (u, v) interpolated (bicubic) straight onto the
+    canvas: one remap, the cheap form of a line-integral texture along a curved flow field (structures stay
+    continuous along the streamlines however they bend)."""
+    u0, u1 = float(u.min()), float(u.max())
+    v0, v1 = float(v.min()), float(v.max())
+    cu, cv_ = max(cell_u, 1.0), max(cell_v, 1.0)
+    g = rng.standard_normal((int((v1 - v0) / cv_) + 5, int((u1 - u0) / cu) + 5)).astype(np.float32)
+    mx = (u - np.float32(u0)) * np.float32(1.0 / cu) + np.float32(1.5)
+    my = (v - np.float32(v0)) * np.float32(1.0 / cv_) + np.float32(1.5)
+    return cv2.remap(g, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)

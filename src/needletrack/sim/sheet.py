@@ -1,10 +1,11 @@
 """Contact sheet of simulated frames: one row per preset, plus a row on real backgrounds.
 
     python -m needletrack.sim.sheet docs/sim_contact_sheet.png [--backgrounds DIR] [--overlay]
-        [--cols 5] [--size 448] [--tile 224] [--seed 0]
+        [--cols 5] [--size 448] [--tile 224] [--seed 0] [--scenes breast,muscle,nerve]
 
 Each tile is a frame from its own sequence (seed = --seed + column), taken a few frames in so the
-needle has moved; ``--overlay`` draws the ground-truth outline (green) and tip (red).
+needle has moved; ``--overlay`` draws the ground-truth outline (green) and tip (red). ``--scenes`` makes one row
+per named scene instead (the clinical preset with its ``scene`` set: breast, muscle, nerve, bench).
 """
 from __future__ import annotations
 
@@ -28,18 +29,22 @@ def _tile(frame, mask, needle, tile, overlay, label):
     return img
 
 
-def make_sheet(cols=5, size=448, tile=224, seed=0, backgrounds=None, overlay=False, frame_index=4):
+def make_sheet(cols=5, size=448, tile=224, seed=0, backgrounds=None, overlay=False, frame_index=4, scenes=None):
     from needletrack.sim import load_backgrounds, simulate_sequence
+    from needletrack.sim.config import preset
 
-    rows = [("easy", None), ("clinical", None), ("hard", None)]
+    if scenes:
+        rows = [(sc, None, preset("clinical").replace(scene=sc)) for sc in scenes]
+    else:
+        rows = [(n, None, n) for n in ("easy", "clinical", "hard")]
     bgs = load_backgrounds(backgrounds) if backgrounds else []
     if bgs:
-        rows.append(("clinical", bgs))
+        rows.append(("clinical", bgs, "clinical"))
     out = []
-    for name, bg in rows:
+    for name, bg, cfg in rows:
         tiles = []
         for c in range(cols):
-            it = simulate_sequence(frame_index + 1, size=size, preset=name, seed=seed + c, backgrounds=bg)
+            it = simulate_sequence(frame_index + 1, size=size, preset=cfg, seed=seed + c, backgrounds=bg)
             frames = list(it)
             # prefer a frame that shows the needle
             pick = next((f for f in reversed(frames) if f[2]["visible"]), frames[-1])
@@ -60,10 +65,12 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--tile", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scenes", default=None, help="one row per scene (comma-separated: breast,muscle,nerve,bench)")
     a = ap.parse_args(argv)
     from needletrack.utils import write_png_atomic
 
-    sheet = make_sheet(a.cols, a.size, a.tile, a.seed, a.backgrounds, a.overlay)
+    sheet = make_sheet(a.cols, a.size, a.tile, a.seed, a.backgrounds, a.overlay,
+                       scenes=a.scenes.split(",") if a.scenes else None)
     write_png_atomic(a.out, sheet)
     print(f"wrote {a.out} ({sheet.shape[1]}x{sheet.shape[0]})")
     return 0
