@@ -130,10 +130,22 @@ def test_a_faint_line_that_is_not_pushed_in_is_not_started(speed, shift):
     assert run_auto(frames, anything)[2] is not None
 
 
+def test_a_still_line_over_tissue_sliding_backwards_is_not_started():
+    """A line fixed in the image (burned-in text, a static overlay) while the tissue slides against its axis
+    moves "towards its tip relative to the tissue" without moving itself: the shaft's own motion must also go
+    towards the tip (``motion_min_own_frac``). Without that test the same clip is started."""
+    frames = [dashed_needle(k, speed=0.0, shift=-2)[0] for k in range(10)]
+    assert run_auto(frames)[2] is None
+    assert run_auto(frames, AutoInitConfig(motion_min_own_frac=-1.0))[2] is not None
+
+
 def test_an_unconfirmed_start_that_loses_the_needle_searches_again():
+    import torch
+
     from needletrack.errors import NeedletrackError
     from needletrack.models import build_model
 
+    torch.manual_seed(0)            # an untrained model: its output must not depend on the tests run before
     model = build_model("stnan_tiny")
     blank = np.full((120, 160), 70, np.uint8)     # no line at all: nothing to carry, nothing to fit
     tr = Tracker(model, search_again_after=4)

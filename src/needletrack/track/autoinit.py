@@ -85,6 +85,8 @@ class AutoInitConfig:
     # at CNR >= ``start_min_cnr``, or a line passing the loose ``motion_*`` tests whose shaft moves along its axis
     # towards its tip relative to the tissue beside it over ``motion_frames`` frames (by
     # ``motion_min_advance_frac`` of the diagonal in all, ``motion_step_frac`` in ``motion_min_steps`` frames)
+    # and which itself moves towards its tip in the image (``motion_min_own_frac`` in all; a line fixed in the
+    # image, such as burned-in text, over tissue sliding the other way moves only relative to the tissue)
     # the held rule is off by default: a bright straight line from the edge that merely holds (fascia, bone, the
     # hard preset's needle-like lines) started and kept wrong tracks on needle-free clips; a line pushed in is
     # the evidence taken (docs/tracker.md)
@@ -103,6 +105,7 @@ class AutoInitConfig:
     motion_min_advance_frac: float = 0.0028
     motion_step_frac: float = 0.0003
     motion_min_steps: int = 2
+    motion_min_own_frac: float = 0.0
     motion_flow_scale: float = 0.5       # Farneback flow on the work image shrunk by this factor
 
 

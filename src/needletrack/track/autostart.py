@@ -8,8 +8,9 @@ validation sets, docs/tracker.md):
   (CNR >= ``start_min_cnr``) in ``confirm_frames`` consecutive frames;
 * **pushed in** (``motion_start``): a fainter line, coming in from the image's edge, followed over
   ``motion_frames`` frames, whose shaft moves along its own axis towards its tip relative to the tissue
-  beside it (dense Farneback flow between consecutive frames). An inserted needle does; tissue lines move with
-  the tissue (probe motion, breathing), and a still image does not move at all.
+  beside it (dense Farneback flow between consecutive frames), and which itself moves that way in the image.
+  An inserted needle does; tissue lines move with the tissue (probe motion, breathing), a still image does not
+  move at all, and a line fixed in the image (burned-in text, an overlay) does not move itself.
 """
 from __future__ import annotations
 
@@ -47,15 +48,15 @@ def loose_config(cfg: AutoInitConfig) -> AutoInitConfig:
                                min_length_frac=cfg.motion_min_length_frac, min_coverage=cfg.motion_min_coverage)
 
 
-def axial_flow(flow: np.ndarray, cand: dict, diag: float) -> float:
-    """Mean flow along the candidate's axis (towards its deeper end) on the deeper 70 % of its shaft, minus
-    the same in bands 1.3-1.9 % of the diagonal to either side: how far the shaft moved along itself, relative
-    to the tissue beside it (work pixels)."""
+def axial_flow(flow: np.ndarray, cand: dict, diag: float) -> tuple[float, float]:
+    """Mean flow along the candidate's axis (towards its deeper end) on the deeper 70 % of its shaft: that
+    minus the same in bands 1.3-1.9 % of the diagonal to either side (how far the shaft moved along itself,
+    relative to the tissue beside it), and the shaft's own (work pixels)."""
     p0, p1 = np.asarray(cand["p0"], float), np.asarray(cand["p1"], float)
     tail, tip = (p0, p1) if p1[1] >= p0[1] else (p1, p0)
     length = float(np.hypot(*(tip - tail)))
     if length < 2.0:
-        return 0.0
+        return 0.0, 0.0
     u = (tip - tail) / length
     nrm = np.array([-u[1], u[0]])
     ts = np.linspace(0.3 * length, length, 24)
@@ -64,7 +65,7 @@ def axial_flow(flow: np.ndarray, cand: dict, diag: float) -> float:
     fx = _sample(flow[..., 0], p[..., 0], p[..., 1]).reshape(len(offs), -1)
     fy = _sample(flow[..., 1], p[..., 0], p[..., 1]).reshape(len(offs), -1)
     along = (fx * u[0] + fy * u[1]).mean(axis=1)
-    return float(along[0] - along[1:].mean())
+    return float(along[0] - along[1:].mean()), float(along[0])
 
 
 class StartConfirmer:
@@ -127,19 +128,21 @@ class StartConfirmer:
         off = cfg.confirm_offset_frac * diag
         matched: set[int] = set()
         for c in sorted(cands, key=lambda c: -c["cnr"] * c["length"]):
-            rel = axial_flow(flow, c, diag) / diag if flow is not None else 0.0
+            rel, own = (np.asarray(axial_flow(flow, c, diag)) / diag) if flow is not None else (0.0, 0.0)
             t = next((t for t in self._tracks if t["last"] == i - 1 and id(t) not in matched
                       and _agree(c["p0"], c["p1"], t["c"]["p0"], t["c"]["p1"], cfg.confirm_deg, off)), None)
             if t is None:
-                t = {"rel": []}
+                t = {"rel": [], "own": []}
                 self._tracks.append(t)
             matched.add(id(t))
             t.update(last=i, c=c)
-            t["rel"].append(rel)
+            t["rel"].append(float(rel))
+            t["own"].append(float(own))
         self._tracks = [t for t in self._tracks if t["last"] == i]
         k = max(1, cfg.motion_frames)
         ok = [t for t in self._tracks if len(t["rel"]) >= k and sum(t["rel"][-k:]) >= cfg.motion_min_advance_frac
-              and sum(r > cfg.motion_step_frac for r in t["rel"][-k:]) >= cfg.motion_min_steps]
+              and sum(r > cfg.motion_step_frac for r in t["rel"][-k:]) >= cfg.motion_min_steps
+              and sum(t["own"][-k:]) >= cfg.motion_min_own_frac]
         return max(ok, key=lambda t: sum(t["rel"][-k:]))["c"] if ok else None
 
 
