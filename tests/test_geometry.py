@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from needletrack.geometry import angle_difference_deg, line_mask, needle_from_mask
+from needletrack.geometry import (angle_difference_deg, line_angle_deg, line_mask, midpoint_offset, needle_from_mask,
+                                  shallow_first)
 
 
 @pytest.mark.parametrize("angle", [0.0, 15.0, 30.0, 45.0, 60.0, 75.0, 89.0])
@@ -59,3 +60,23 @@ def test_angle_difference_folds():
     assert angle_difference_deg(10, 170) == pytest.approx(20)
     assert angle_difference_deg(-80, 80) == pytest.approx(20)
     assert angle_difference_deg(30, 30) == 0
+
+
+@pytest.mark.parametrize("deg", [0.0, 12.5, 45.0, 89.0, 135.0, 180.0])
+def test_line_angle_is_unsigned_and_folded(deg):
+    a = math.radians(deg)
+    d = (10 * math.cos(a), 10 * math.sin(a))
+    got = line_angle_deg((0, 0), (10, 0), (3, 3), (3 + d[0], 3 + d[1]))
+    assert got == pytest.approx(min(deg % 180, 180 - deg % 180), abs=1e-6)
+    # either end first: the same line
+    assert line_angle_deg((10, 0), (0, 0), (3, 3), (3 + d[0], 3 + d[1])) == pytest.approx(got, abs=1e-6)
+    assert line_angle_deg((0, 0), (0, 0), (1, 1), (2, 2)) is None
+
+
+def test_midpoint_offset_and_shallow_first():
+    # the midpoint of (0,4)-(10,4) is (5,4): 4 px from the x axis, whatever the axis segment's extent
+    assert midpoint_offset((0, 4), (10, 4), (-50, 0), (-40, 0)) == pytest.approx(4.0)
+    assert midpoint_offset((0, 0), (10, 10), (0, 0), (1, 1)) == pytest.approx(0.0)
+    assert midpoint_offset((0, 0), (6, 8), (0, 0), (0, 0)) == pytest.approx(5.0)   # b is a point: distance to it
+    assert shallow_first((5, 9), (1, 2)) == ((1, 2), (5, 9))
+    assert shallow_first((1, 2), (5, 9)) == ((1, 2), (5, 9))

@@ -109,6 +109,30 @@ def angle_difference_deg(a: float, b: float) -> float:
     return min(d, 180.0 - d)
 
 
+def shallow_first(p, q):
+    """The two ends of a line as (tail, tip): the shallower end (smaller row, y) first."""
+    return (p, q) if q[1] >= p[1] else (q, p)
+
+
+def line_angle_deg(a0, a1, b0, b1) -> float | None:
+    """Unsigned angle (0..90 degrees) between the lines a0-a1 and b0-b1; None where either is a point."""
+    da, db = np.subtract(a1, a0).astype(np.float64), np.subtract(b1, b0).astype(np.float64)
+    na, nb = float(np.hypot(*da)), float(np.hypot(*db))
+    if na < 1e-6 or nb < 1e-6:
+        return None
+    return math.degrees(math.acos(min(1.0, abs(float(da @ db)) / (na * nb))))
+
+
+def midpoint_offset(a0, a1, b0, b1) -> float:
+    """Distance (px) of the midpoint of a0-a1 from the line through b0-b1 (from b0 where b is a point)."""
+    db = np.subtract(b1, b0).astype(np.float64)
+    nb = float(np.hypot(*db))
+    m = (np.asarray(a0, np.float64) + np.asarray(a1, np.float64)) / 2.0 - np.asarray(b0, np.float64)
+    if nb < 1e-12:
+        return float(np.hypot(*m))
+    return abs(float(m[0] * db[1] - m[1] * db[0])) / nb
+
+
 def line_mask(shape: tuple[int, int], p0, p1, width_px: float) -> np.ndarray:
     """H×W bool mask of the segment p0→p1 (``(x, y)`` pixels) of the given total width.
 

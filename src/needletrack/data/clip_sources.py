@@ -13,6 +13,7 @@ A clip is ``T`` frames (5 in the paper) taken with gaps of 5-10 source frames. T
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ import cv2
 import numpy as np
 
 from needletrack.errors import InputError
+
+
+@functools.lru_cache(maxsize=1)
+def train_liver_blocks() -> list:
+    """The liver sweep's train-split blocks of at least 2 frames (read once per process; [] where absent):
+    moving real backgrounds for the sim source, needle-free clips for the negatives source."""
+    from needletrack.data.splits import liver_frames
+
+    return [b for b in liver_frames("train") if len(b) >= 2]
 
 # training simulator seeds live in [2**31, 2**32): any seed below 2**31 (validation, test sets) is never
 # used for training.
@@ -269,9 +279,7 @@ class SimClips:
 
     def _moving(self):
         if self._liver is None:
-            from needletrack.data.splits import liver_frames
-
-            self._liver = [b for b in liver_frames("train") if len(b) >= 2]
+            self._liver = train_liver_blocks()
         return self._liver
 
     def sample(self, rng: np.random.Generator, size, n_frames: int) -> Clip:
@@ -315,7 +323,7 @@ class RealNegativeClips:
     def __init__(self, liver_prob: float = 0.5, gap=(1, 3)):
         from needletrack.data import splits
 
-        self.liver = [block for block in splits.liver_frames("train") if len(block) >= 2]
+        self.liver = train_liver_blocks()
         self.stills = [img for img, _m, _meta in splits.background_split("train")]
         if not self.liver and not self.stills:
             raise InputError("no real needle-free data for negative clips (../shared/data absent)")

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from needletrack.geometry import shallow_first
 from needletrack.track.frames import to_float01
 
 
@@ -369,7 +370,7 @@ def _candidates(small: np.ndarray, cfg: "AutoInitConfig") -> list[dict]:
             continue
         # a needle comes in from outside: how far its shallow end lies from the imaged region's border (tested
         # here, before the costlier features)
-        tail, tip = (p0, p1) if p1[1] >= p0[1] else (p1, p0)
+        tail, tip = shallow_first(p0, p1)
         edge = float(np.hypot(*(_extend_to_content_border(small, tail, tip, step=2.0, content=content) - tail)))
         if edge > cfg.max_edge_frac * diag:
             continue
@@ -440,7 +441,7 @@ def line_of(cand: dict, small: np.ndarray, f: float, cfg: AutoInitConfig) -> Nee
     """A candidate (work pixels) as a :class:`NeedleLine` in frame pixels: ``p1`` the tip (the deeper end),
     ``p0`` the other end, or, with ``cfg.extend_to_border``, where its line leaves the imaged region."""
     c = cand
-    tail, tip = (c["p0"], c["p1"]) if c["p1"][1] >= c["p0"][1] else (c["p1"], c["p0"])
+    tail, tip = shallow_first(c["p0"], c["p1"])
     if cfg.extend_to_border:
         tail = _extend_to_content_border(small, tail, tip)
     d = tip - tail

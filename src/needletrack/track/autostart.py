@@ -19,21 +19,15 @@ import math
 
 import numpy as np
 
-from needletrack.geometry import line_mask
+from needletrack.geometry import line_angle_deg, line_mask, midpoint_offset, shallow_first
 from needletrack.track.autoinit import (AutoInitConfig, NeedleLine, _accept, _candidates, _sample, _work_image,
                                         line_of, profile_stats)
 from needletrack.track.frames import to_float01
 
 
 def _agree(a0, a1, b0, b1, max_deg: float, max_offset: float) -> bool:
-    da, db = np.subtract(a1, a0), np.subtract(b1, b0)
-    na, nb = float(np.hypot(*da)), float(np.hypot(*db))
-    if na < 1e-6 or nb < 1e-6:
-        return False
-    if math.degrees(math.acos(min(1.0, abs(float(da @ db)) / (na * nb)))) > max_deg:
-        return False
-    m = (np.asarray(a0, float) + np.asarray(a1, float)) / 2.0 - np.asarray(b0, float)
-    return abs(float(m[0] * db[1] - m[1] * db[0])) / nb <= max_offset
+    ang = line_angle_deg(a0, a1, b0, b1)
+    return ang is not None and ang <= max_deg and midpoint_offset(a0, a1, b0, b1) <= max_offset
 
 
 def lines_agree(a: NeedleLine, b: NeedleLine, max_deg: float, max_offset: float) -> bool:
@@ -53,7 +47,7 @@ def axial_flow(flow: np.ndarray, cand: dict, diag: float) -> tuple[float, float]
     minus the same in bands 1.3-1.9 % of the diagonal to either side (how far the shaft moved along itself,
     relative to the tissue beside it), and the shaft's own (work pixels)."""
     p0, p1 = np.asarray(cand["p0"], float), np.asarray(cand["p1"], float)
-    tail, tip = (p0, p1) if p1[1] >= p0[1] else (p1, p0)
+    tail, tip = shallow_first(p0, p1)
     length = float(np.hypot(*(tip - tail)))
     if length < 2.0:
         return 0.0, 0.0

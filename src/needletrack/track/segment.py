@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from needletrack.geometry import line_mask
+from needletrack.geometry import line_angle_deg, line_mask, midpoint_offset
 
 RIDGE_HALF = 0.5     # the ridge profile takes the maximum within RIDGE_HALF × tol of the line
 
@@ -57,15 +57,12 @@ class Segment:
 
     def angle_to(self, other: "Segment") -> float:
         """Unsigned angle between the two lines, degrees (0..90)."""
-        c = abs(float(np.dot(self.direction, other.direction)))
-        return math.degrees(math.acos(min(1.0, c)))
+        ang = line_angle_deg(self.p0, self.p1, other.p0, other.p1)
+        return 0.0 if ang is None else ang
 
     def offset_to(self, other: "Segment") -> float:
         """Distance (px) of this segment's midpoint from the other's line."""
-        m = (np.asarray(self.p0) + np.asarray(self.p1)) / 2.0
-        d = other.direction
-        v = m - np.asarray(other.p0)
-        return abs(float(v[0] * d[1] - v[1] * d[0]))
+        return midpoint_offset(self.p0, self.p1, other.p0, other.p1)
 
     def ends_by_entry(self, entry_side: str | None) -> tuple[tuple[float, float], tuple[float, float]]:
         """(tail, tip): the tail is the end nearer the entry border ("left", "right" or "top"; None: the
