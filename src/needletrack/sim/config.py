@@ -81,6 +81,7 @@ class SimConfig:
     anatomy_mix: dict = field(default_factory=lambda: dict(CLINICAL_MIX))   # scene "mix": weight per anatomy
     pennation_deg: Range = (5.0, 30.0)     # muscle: fibre (striation) angle to the fascia (nerve scenes: half of it)
     striation_mm: Range = (0.5, 2.0)       # muscle: spacing of the perimysium striations
+    striation_gain: Range = (1.5, 5.0)     # muscle: striation echo over the fibre echo (peak, before the breaks)
     bone_prob: float = 0.4                 # muscle: a bone surface with its shadow below the bellies (nerve: half)
     nerve_mm: Range = (3.0, 10.0)          # nerve: diameter of the nerve
     water_frac: Range = (0.3, 0.6)         # bench: water/gel above the block, fraction of the depth

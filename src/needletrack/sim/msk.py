@@ -116,39 +116,54 @@ def _bellies(rng, cfg, shape, mm: float, margin: int, depth_px: float, b_fat, ec
         # drift apart, merge and split; their brightness differs from line to line and along each line
         ph = np.float32(2 * math.pi / gap) * v + np.float32(rng.uniform(0.8, 1.5)) * flow_lowfreq(
             rng, u, v, rng.uniform(6.0, 15.0) * mm, 3.0 * gap)
-        p = np.float32(rng.uniform(3.0, 8.0))
-        ridge = np.power(np.float32(0.5) + np.float32(0.5) * np.cos(ph), p)
-        ridge *= np.exp(np.float32(0.6) * flow_lowfreq(rng, u, v, rng.uniform(3.0, 8.0) * mm, 0.7 * gap))
+        p = float(rng.uniform(1.5, 4.0))
+        ridge = np.cos(ph, out=ph)
+        ridge *= np.float32(0.5)
+        ridge += np.float32(0.5)
+        ridge = cv2.pow(ridge, p)
+        ridge *= cv2.exp(np.float32(0.6) * flow_lowfreq(rng, u, v, rng.uniform(3.0, 8.0) * mm, 0.7 * gap))
         # broken: the lines fade in and out along their length (2-6 mm), a few neighbours at a time
         brk = flow_lowfreq(rng, u, v, rng.uniform(2.0, 6.0) * mm, rng.uniform(1.0, 3.0) * mm)
         brk = np.clip(brk * np.float32(1.2) + np.float32(rng.uniform(0.2, 0.8)), 0, 1)
         lvl = rng.uniform(0.1, 0.3)
-        body = np.float32(lvl) * (np.float32(0.5) + np.float32(rng.uniform(2.0, 6.0)) * ridge * brk)
-        body *= np.exp(np.float32(0.3) * lowfreq(rng, (y1 - y0, Wc), rng.uniform(3, 8) * mm, rng.uniform(5, 15) * mm))
+        ridge *= brk
+        ridge *= np.float32(_u(rng, getattr(cfg, "striation_gain", (1.5, 5.0))))
+        ridge += np.float32(0.5)
+        body = ridge
+        logb = np.float32(0.3) * lowfreq(rng, (y1 - y0, Wc), rng.uniform(3, 8) * mm, rng.uniform(5, 15) * mm)
         # finer structure along the same flow (the breast's strand fields, here following the fibres: lateral
         # continuity of about a millimetre along them, fine detail across them), log-normal
-        for cu, cv_, amp in ((rng.uniform(0.5, 1.2), rng.uniform(0.15, 0.3), rng.uniform(0.35, 0.6)),
-                             (rng.uniform(4.0, 10.0), rng.uniform(0.5, 1.2), rng.uniform(0.3, 0.5))):
-            body *= np.exp(np.float32(amp) * flow_lowfreq(rng, u, v, cu * mm, cv_ * mm) - np.float32(0.5 * amp * amp))
+        for cu, cv_, amp in ((rng.uniform(0.5, 1.2), rng.uniform(0.25, 0.5), rng.uniform(0.35, 0.6)),
+                             (rng.uniform(4.0, 10.0), rng.uniform(0.8, 2.0), rng.uniform(0.5, 0.8))):
+            logb += np.float32(amp) * flow_lowfreq(rng, u, v, cu * mm, cv_ * mm) - np.float32(0.5 * amp * amp)
+        body *= cv2.exp(logb)
+        body *= np.float32(lvl)
         # sparse bright echoes: short thin strands along the fibres, in clusters
         g = flow_lowfreq(rng, u, v, rng.uniform(1.0, 4.0) * mm, rng.uniform(0.15, 0.3) * mm)
         st = np.maximum(g - np.float32(rng.uniform(1.2, 1.7)), 0)
         st *= np.clip(lowfreq(rng, (y1 - y0, Wc), 6 * mm, 10 * mm) - np.float32(rng.uniform(-0.3, 0.6)), 0, 1)
-        body += np.float32(rng.uniform(10.0, 30.0)) * st * st * body
+        st *= st
+        st *= np.float32(rng.uniform(10.0, 30.0))
+        st += np.float32(1.0)
+        body *= st
         inside = (ys >= top_[None, :]) & (ys < bot_[None, :])
-        sl = echo[y0:y1]
-        sl[inside] = body[inside]
-        mus[y0:y1][inside] = 1.0
+        np.copyto(echo[y0:y1], body, where=inside)
+        np.copyto(mus[y0:y1], np.float32(1.0), where=inside)
     # fascia and aponeuroses: thick echogenic bands (speckled fibrous tissue) with bright specular edges
     for k, b in enumerate(bounds):
         th = rng.uniform(0.5, 1.5) * mm
-        rows = np.arange(Hc, dtype=np.float32)[:, None]
+        y0 = int(max(np.floor(b.min()) - 2, 0))
+        y1 = int(min(np.ceil(b.max() + th) + 3, Hc))
+        if y1 - y0 < 2:
+            continue
+        rows = np.arange(y0, y1, dtype=np.float32)[:, None]
         d = np.abs(rows - (b + np.float32(th / 2))[None, :])
-        band = np.clip((np.float32(th / 2) - d) / np.float32(max(0.15 * mm, 0.5)) + 0.5, 0, 1)
+        band = np.clip((np.float32(th / 2) - d) / np.float32(max(0.15 * mm, 0.5)) + 0.5, 0, 1).astype(np.float32)
         lvl = np.float32(rng.uniform(0.8, 2.5))
-        echo *= 1 - band
-        mus *= 1 - band
-        echo += band * lvl * np.exp(np.float32(0.4) * lowfreq(rng, shape, 1.0 * mm, 4.0 * mm))
+        e = echo[y0:y1]
+        e *= 1 - band
+        mus[y0:y1] *= 1 - band
+        e += band * lvl * cv2.exp(np.float32(0.4) * lowfreq(rng, (y1 - y0, Wc), 1.0 * mm, 4.0 * mm))
         lines += _interface(rng, shape, b, float(rng.uniform(1.0, 4.0)), max(1, int(round(0.3 * mm))), mm,
                             gaps=rng.uniform(0.05, 0.3))
         if rng.random() < 0.5:
@@ -179,7 +194,7 @@ def _bone(rng, shape, mm: float, margin: int, depth_px: float, echo, lines, lo_f
     dark = 1 - np.float32(rng.uniform(0.9, 0.98)) * shadow
     echo *= dark
     lines *= dark                                     # the fascia drawn below it lies in the shadow too
-    amp = float(rng.uniform(15.0, 40.0))          # the brightest echo of the scene
+    amp = float(rng.uniform(30.0, 80.0))          # the brightest echo of the scene
     th = max(1, int(round(rng.uniform(0.4, 0.9) * mm)))
     cort = np.zeros(shape, np.float32)
     xs = np.arange(int(x0), int(x1) + 1, max(int(0.5 * mm), 1))
