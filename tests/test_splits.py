@@ -85,6 +85,20 @@ def test_bench_set_is_the_bench_scene():
     assert f[10:25].mean() < f[-30:-10].mean()
 
 
+def test_moving_set_is_drawn_over_the_splits_liver_frames():
+    blocks = splits.liver_frames("val")
+    if not blocks:
+        pytest.skip("the liver sweep (../shared/data/us_cines/liver_sweep) is not present")
+    s = next(splits.iter_set("val/clinical+moving", 1, 6, size=96))
+    assert s.meta["set"] == "val/clinical+moving" and s.masks[0].any() and len(s.frames) == 6
+    assert "moving window" in s.meta["source"]
+    # real probe motion: the picture changes between frames away from the needle (a still synthetic scene would not)
+    away = ~(np.asarray(s.masks[0]) | np.asarray(s.masks[1]))
+    assert np.abs(np.asarray(s.frames[1], float) - np.asarray(s.frames[0], float))[away].mean() > 2.0
+    # the other sets keep their seeds (the new kind has its own offset)
+    assert len({x.seed for x in splits.SIM_SETS.values()}) == len(splits.SIM_SETS)
+
+
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError):
         splits.sim_set("test/nope")

@@ -19,6 +19,8 @@ Needle sequences start at the first frame that shows the needle (the prompt fram
 | negatives       | hard     | needle-free (the needle never enters): hard negatives, distractor lines      |
 | still           | clinical | the needle holds still, one frame per source frame: drift over 300 frames     |
 | bench           | bench    | a needle in water or gel over a tissue block, as bench and phantom loops look |
+| clinical+moving | clinical | drawn over windows of the real liver sweep's blocks of the same split: real    |
+|                 |          | freehand probe motion and speckle; the sweep leaves the plane, so does the needle |
 
 **Real shared data** (``../shared/data``, optional development data, never shipped) is split by source
 image or sequence in ``splits.json`` beside this module, which is the written record and cannot drift:
@@ -152,6 +154,7 @@ class SimSet:
     seed: int
     needle: str = "moving"            # "moving" | "still" | "absent" (see needletrack.sim.simulate_sequence)
     real_backgrounds: bool = False
+    moving_backgrounds: bool = False  # over the liver sweep's blocks of the split (real probe motion)
     overrides: dict = field(default_factory=dict)   # SimConfig fields set for this set
     frame_step: int | None = None
 
@@ -173,7 +176,8 @@ class SimSet:
 
 _EPISODES = {"withdraw_prob": 0.5, "out_of_plane_prob": 0.5}
 _KINDS = {
-    # kind: (preset, needle, real backgrounds, overrides, frame_step, seed offset)
+    # kind: (preset, needle, real backgrounds (True: still pictures, "moving": the liver sweep), overrides,
+    # frame_step, seed offset)
     "clinical": ("clinical", "moving", False, {}, None, 1),
     "hard": ("hard", "moving", False, {}, None, 2),
     "easy": ("easy", "moving", False, {}, None, 3),
@@ -186,10 +190,11 @@ _KINDS = {
     "still": ("clinical", "still", False, {"withdraw_prob": 0.0, "out_of_plane_prob": 0.0,
                                            "first_visible_prob": 1.0, "probe_move_prob": 0.0}, 1, 8),
     "bench": ("bench", "moving", False, {}, None, 9),
+    "clinical+moving": ("clinical", "moving", "moving", {}, None, 10),
 }
 _SPLIT_BASE = {"val": 910_000, "test": 730_000}
 SIM_SETS: dict[str, SimSet] = {
-    f"{sp}/{kind}": SimSet(f"{sp}/{kind}", sp, p, base + off, needle, real, dict(ov), step)
+    f"{sp}/{kind}": SimSet(f"{sp}/{kind}", sp, p, base + off, needle, real is True, real == "moving", dict(ov), step)
     for sp, base in _SPLIT_BASE.items()
     for kind, (p, needle, real, ov, step, off) in _KINDS.items()
 }
@@ -233,13 +238,18 @@ def iter_set(name: str, sequences: int, frames: int, size=448, backgrounds=None)
         bgs = background_split(s.split) if backgrounds is None else backgrounds
         if not bgs:
             return
+    moving = None
+    if s.moving_backgrounds:
+        moving = liver_frames(s.split)
+        if not moving:
+            return
     cfg = s.config()
     lead = 0 if s.needle == "absent" else max(frames // 2, 2)
     i = made = 0
     while made < sequences and i < 4 * sequences + 8:
         seed = s.sequence_seed(i)
         it = sim.simulate_sequence(frames + lead, size=size, preset=cfg, seed=seed, backgrounds=bgs,
-                               frame_step=s.frame_step, needle=s.needle)
+                                   frame_step=s.frame_step, needle=s.needle, moving_background=moving)
         i += 1
         rendered = list(it)
         f0 = 0 if s.needle == "absent" else first_visible([m for _, m, _ in rendered[:lead + 1]])
