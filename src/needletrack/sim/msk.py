@@ -207,12 +207,12 @@ def _bone(rng, shape, mm: float, margin: int, depth_px: float, echo, lines, lo_f
         sh = int(round(k * gap))
         rep = np.zeros_like(cort)
         rep[sh:] = cort[:-sh] if sh > 0 else cort
-        lines += rep * np.float32(rng.uniform(0.002, 0.008) * 0.5 ** (k - 1))
+        lines += rep * np.float32(rng.uniform(0.03, 0.1) * 0.5 ** (k - 1) / amp)   # faint: tissue-level at most
     d2 = int(round(float(np.mean(yb[int(x0):int(x1) + 1])) - margin))
     if 0 < d2 and margin + 2 * d2 < Hc and rng.random() < 0.5:
         rep = np.zeros_like(cort)
         rep[d2:] = cort[:-d2]
-        lines += rep * np.float32(rng.uniform(0.005, 0.015))
+        lines += rep * np.float32(rng.uniform(0.05, 0.2) / amp)
     return x0, x1, yb
 
 
@@ -291,7 +291,9 @@ def _scene(kind, rng, cfg, shape, sp, margin, depth_px, atten_db_mm):
     fluid_kw = {}
     tx = rng.uniform(0.3, 0.7) * Wc
     ty = margin + rng.uniform(0.3, 0.6) * depth_px
-    fcfg = cfg.replace(vessels=(0, 1), cyst_prob=0.03) if hasattr(cfg, "replace") else cfg
+    # random fluid: at most one vessel besides those placed here, cysts rare (the preset's ranges cap them)
+    vs = getattr(cfg, "vessels", (0, 2))
+    fcfg = cfg.replace(vessels=(min(vs[0], 1), min(vs[1], 1)), cyst_prob=min(getattr(cfg, "cyst_prob", 0.0), 0.03))
     if kind == "nerve":
         # the nerve lies in a fascial plane between two bellies, in the upper two thirds of the image
         deep = [b for b in bounds[1:] if float(np.median(b)) < margin + 0.7 * depth_px] or [bounds[-1]]
