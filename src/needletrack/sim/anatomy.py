@@ -74,7 +74,7 @@ def _bezier(p0, p1, p2, n=24):
 
 
 def _fine_texture(rng, shape, mm: float, echo: np.ndarray, ang_c: float = 0.0, ang_w: float = 45.0,
-                  strength: float = 1.0, mottle: float = 1.0, flow_bend_mm: float = 2.0) -> None:
+                  strength: float = 1.0, mottle: float = 1.0, flow_bend_mm: float = 0.8) -> None:
     """Sub-resolution tissue structure and sparse bright echoes, multiplied into ``echo`` in place. The strands'
     orientations are drawn from ``ang_c`` +- ``ang_w`` degrees (the breast: 0 +- 45); ``strength`` scales the
     sparse bright echoes, ``mottle`` the log-amplitude of the strand fields; ``flow_bend_mm`` bends the finest
@@ -90,7 +90,7 @@ def _fine_texture(rng, shape, mm: float, echo: np.ndarray, ang_c: float = 0.0, a
     t = math.radians(rng.uniform(ang_c - ang_w, ang_c + ang_w))
     ys = np.arange(Hc, dtype=np.float32)[:, None]
     xs = np.arange(Wc, dtype=np.float32)[None, :]
-    bend = lowfreq(rng, shape, 4.0 * mm, 8.0 * mm) * np.float32(flow_bend_mm * mm)
+    bend = lowfreq(rng, shape, 8.0 * mm, 16.0 * mm) * np.float32(flow_bend_mm * mm)   # gentle: no whorls
     fu = xs * np.float32(math.cos(t)) + ys * np.float32(math.sin(t))
     fv = -xs * np.float32(math.sin(t)) + ys * np.float32(math.cos(t)) + bend
     for j, (cy_mm, cx_mm, amp) in enumerate(((rng.uniform(0.15, 0.3), rng.uniform(0.5, 1.2), rng.uniform(0.5, 0.8)),

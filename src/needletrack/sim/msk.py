@@ -321,11 +321,16 @@ def _scene(kind, rng, cfg, shape, sp, margin, depth_px, atten_db_mm):
     if bone is not None:                # no vessel in the bone's shadow
         fluid_kw.setdefault("avoid", []).append((bone[0], bone[1], float(bone[2][int(bone[0]):int(bone[1]) + 1].min()),
                                                  float(Hc)))
-    # fat, fascia and nerve: the breast's fine texture, along the layers; the bellies keep their own (_bellies)
-    keep = echo.copy()
-    _fine_texture(rng, shape, mm, echo, ang_c=0.0, ang_w=20.0, strength=0.5, mottle=0.7)
-    echo *= 1 - mus
-    echo += keep * mus
+    # skin and fat: the breast's fine texture, along the layers, on their rows only (the bellies have their own,
+    # drawn along the fibres in _bellies; the bands and the nerve their own lowfreq texture)
+    ycut = int(min(float(np.max(b_fat)) + 2 * mm, Hc))
+    if ycut > 8:
+        top_rows = echo[:ycut]
+        keep = top_rows.copy()
+        _fine_texture(rng, (ycut, Wc), mm, top_rows, ang_c=0.0, ang_w=20.0, strength=0.5, mottle=0.7)
+        m = mus[:ycut]
+        top_rows *= 1 - m
+        top_rows += keep * m
     echo, spec, ref = _finish(rng, fcfg, shape, mm, echo, lines, thin, b_skin, margin, depth_px, sp, atten_db_mm,
                               **fluid_kw)
     return Anatomy(echo=echo, spec=spec, lesion=None, target=(float(tx), float(ty)), ref=ref, info=info)
