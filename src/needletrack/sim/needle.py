@@ -74,51 +74,67 @@ def longest_run(flags: np.ndarray):
 
 
 def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: float, count: int,
-                  back_wall: float, fill: float = 0.0, texture: np.ndarray | None = None, spread: float = 0.0,
-                  haze: float = 0.0) -> np.ndarray:
+                  back_wall: float, fill: float = 0.0, texture=None, spread: float = 0.0,
+                  haze: float = 0.0, tail_max: float = math.inf) -> np.ndarray:
     """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe).
 
     The front wall is a specular line at ``-r`` as thick as the axial resolution (an amplitude pulse of
     width ``sigma``: power ``exp(-u^2/sigma^2)``, FWHM 1.67 sigma). The back wall, one inner diameter
-    (``spacing``) deeper, echoes ``back_wall`` times as bright; the lumen reverberations follow every
-    round trip (``spacing``) deeper with geometric decay ``decay``. ``texture`` (optional, a list of
-    arrays broadcastable to ``u``, one per echo after the front wall) breaks each repeat into fragments, as
-    the comet tails of real needles are (not equal bars). ``fill``: faint echo from inside the lumen.
+    (``spacing``) deeper, echoes ``back_wall`` times as bright, as thin. ``fill``: faint echo from inside the lumen.
 
-    A comet tail, not a ladder: each round trip spreads the echo further along the beam (``spread``: the k-th
-    reverberation after the back wall is sqrt(1 + spread k) times as long, its energy kept), the repeats fade out
-    (no hard lower edge at the last one), and a diffuse tail (``haze`` times the back wall's echo at the back
-    wall) decays below it (:func:`tail_length`), filling the gaps between them (multiple paths through the wall
-    and lumen that do not return as one clean repeat)."""
+    Below it, a comet tail, not a ladder (seventh pass). The lumen's round trips still repeat every ``spacing``,
+    but the clean repeats lose more than the back-wall echo did (amplitude ratio ``decay ** 2.5`` per round trip:
+    the curved lumen sends most of each bounce away from the probe) and each is spread along the beam in
+    proportion to its extra path (:func:`repeat_sigma`: the k-th round trip through a cylinder of diameter
+    ``spacing`` is smeared over ``g (k - 1) spacing``, ``g`` = 0.25-0.5 from ``spread``, energy kept). What they
+    lose feeds a diffuse tail (multiple paths through the wall and lumen that do not return as one clean repeat):
+    ``haze`` times the back wall's echo at the back wall, falling by ``decay ** 2`` per round trip
+    (:func:`tail_length`, at most ``tail_max`` px), so the repeats are soft swells on a continuous, decaying
+    tail rather than copies of the wall. The repeats fade out (cos^2 over the count).
+
+    ``texture``: None or ``(front, back, tail)``, arrays broadcastable to ``u``: the front wall's, the back wall's
+    and the tail's (repeats and haze) brightness factors, mean about 1 (``needle_echo`` passes textures that vary
+    over about a millimetre along the shaft, not per pixel)."""
     sig = max(sigma, 0.5)
-    out = np.exp((-1.0 / sig ** 2) * (u + r) ** 2)   # power profile of an amplitude PSF of width sigma
+    u0 = u + r
+    t_front, t_back, t_tail = texture if texture is not None else (1.0, 1.0, 1.0)
+    out = np.exp((-1.0 / sig ** 2) * u0 ** 2) * t_front   # power profile of an amplitude PSF of width sigma
     if fill > 0:
-        out = out + fill * np.clip((u + r) / sig + 0.5, 0, 1) * np.clip((-r + spacing - u) / sig + 0.5, 0, 1)
-    amp = back_wall
+        out = out + fill * np.clip(u0 / sig + 0.5, 0, 1) * np.clip((spacing - u0) / sig + 0.5, 0, 1)
+    out = out + (back_wall * t_back) * np.exp((-1.0 / sig ** 2) * (u0 - spacing) ** 2)
     n = int(count) + 1
-    for k in range(1, n + 1):
-        g = math.sqrt(1.0 + spread * (k - 1))
-        # the repeats fade into the diffuse tail instead of stopping at the last one (a hard lower edge)
+    tail = None
+    d2 = max(decay, 0.0) ** 2.5
+    amp = back_wall * d2
+    for k in range(2, n + 1):
+        if amp <= 0:
+            break
+        sk = repeat_sigma(sig, spacing, spread, k)
         wk = math.cos(0.5 * math.pi * (k - 1) / n) ** 2 if haze > 0 else 1.0
-        e = (wk * amp / g) * np.exp((-1.0 / (sig * g) ** 2) * (u + r - k * spacing) ** 2)
-        if texture is not None and k - 1 < len(texture):
-            e = e * texture[k - 1]
-        out = out + e
-        amp *= decay
+        e = (wk * amp * sig / sk) * np.exp((-1.0 / sk ** 2) * (u0 - k * spacing) ** 2)
+        tail = e if tail is None else tail + e
+        amp *= d2
     if haze > 0 and count > 0:
-        u0 = u + r - spacing                        # below the back wall
-        tail = np.exp(-np.clip(u0, 0, None) / tail_length(spacing, decay)) * np.clip(u0 / sig + 0.5, 0, 1)
-        t = haze * back_wall * tail
-        if texture is not None and len(texture):
-            t = t * texture[-1]
-        out = out + t
+        ub = u0 - spacing                           # below the back wall
+        h = (haze * back_wall) * np.exp(-np.clip(ub, 0, None) / min(tail_length(spacing, decay), tail_max)) \
+            * np.clip(ub / sig + 0.5, 0, 1)
+        tail = h if tail is None else tail + h
+    if tail is not None:
+        out = out + tail * t_tail
     return out
 
 
+def repeat_sigma(sigma: float, spacing: float, spread: float, k: int) -> float:
+    """Width (px, along the beam) of the k-th echo below the front wall (k = 1: the back wall, as thin as the front
+    wall); later round trips are smeared over ``g (k - 1) spacing``, ``g = 0.25 + 0.25 spread``."""
+    g = 0.25 + 0.25 * max(spread, 0.0)
+    return math.hypot(sigma, g * max(k - 1, 0) * spacing)
+
+
 def tail_length(spacing: float, decay: float) -> float:
-    """The e-folding length (px) of the comet tail's diffuse part: twice the repeats' own decay per round trip
-    (the multiple paths lose more at each bounce than the clean repeat)."""
-    return 0.5 * spacing / max(-math.log(max(decay, 1e-3)), 0.7)
+    """The e-folding length (px) of the comet tail's diffuse part: its amplitude falls by ``decay ** 2`` per
+    round trip (the clean repeats by ``decay ** 2.5``: what they lose feeds the diffuse paths)."""
+    return spacing / (2.0 * max(-math.log(max(decay, 1e-3)), 0.7))
 
 
 def tip_profile(t: np.ndarray, L: float, ratio: float, fade: float) -> np.ndarray:

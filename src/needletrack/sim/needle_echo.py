@@ -7,13 +7,43 @@ import cv2
 import numpy as np
 
 from needletrack.sim.needle import (
-    cnr_to_power, cross_profile, incidence_deg, shaft_cnr, shallow_weight, soft_ends, tail_length, tip_cnr,
-    tip_profile,
+    cnr_to_power, cross_profile, incidence_deg, repeat_sigma, shaft_cnr, shallow_weight, soft_ends, tail_length,
+    tip_cnr, tip_profile,
 )
+
+# log-normal texture of the needle's echoes (seventh pass): the needle's fixed speckle texture smoothed over
+# TEX_MM along the shaft (and over about the axial resolution along the beam), standardized; the front wall, back
+# wall and comet tail take it with these log-amplitudes (std of ln power)
+TEX_MM = 0.6
+TEX_FRONT, TEX_BACK, TEX_TAIL = 0.25, 0.55, 0.6
+# the lumen's own echo (fluid: nearly anechoic) at a tenth of the drawn ``fill`` (0-0.04): at 0.04 it was 14 dB
+# under the front wall, and with the walls it saturated into a solid bar as wide as the needle at high gain
+LUMEN_FILL = 0.1
+# the back wall at shallow incidence: 0.6x the drawn 0.1-0.4 (the wall and the lumen's fluid lose most of the pulse)
+BACK_SCALE = 0.6
+# the diffuse tail's e-folding length at most 0.2 mm: with a wide lumen (18 G, 12 px round trips) it glowed as
+# a uniform band 2-3 mm deep under the shaft
+TAIL_MAX_MM = 0.2
+SIG_MIN_PX, SIG_MIN_RES = 1.1, 0.75
 
 
 class NeedleEchoMixin:
     """SequenceSimulator method that renders the needle's echo power."""
+
+    def _needle_texture(self):
+        """The needle's fixed texture as a standardized Gaussian field (rows: across the shaft, columns: distance
+        from the tip), smooth over ``TEX_MM`` along the shaft: made once per sequence from ``needle_tex`` (no
+        random draws). Its pixel-scale Rician grain, one row per repeat, drew the old "ladder" as vertical dashes."""
+        z = getattr(self, "_ntex_z", None)
+        if z is None:
+            lg = np.log(np.maximum(self.needle_tex, 1e-3)).astype(np.float32)
+            st = max(TEX_MM / self.probe.sp, 3.0)
+            su = max(2.0 * self.psf.sigma_ax_px, 2.0)
+            z = cv2.GaussianBlur(lg, (0, 0), sigmaX=st, sigmaY=su, borderType=cv2.BORDER_REFLECT)
+            z -= z.mean()
+            z /= max(float(z.std()), 1e-6)
+            self._ntex_z = z
+        return z
 
     def _render_needle(self, Pd, ss, elev, idx, s_tip):
         """Echo power of the needle (ROI, float32), the shadow factor (ROI) and the median incidence."""
@@ -62,10 +92,14 @@ class NeedleEchoMixin:
         # the wall echo is as thick as the axial resolution (along the beam), projected on the shaft normal
         # (the PSF's covariance projected on the normal: the lateral resolution shows where the shaft is steep)
         sig_u = math.hypot(self.psf.sigma_ax_px * bdotn, self.psf.sigma_lat_focus_px * math.sqrt(max(1 - bdotn ** 2, 0)))
-        sig_u = max(sig_u, 0.7)
+        # at least 1.1 px (FWHM 1.8 px) or 0.75 axial resolutions if less (the line stays within 2 of them), never
+        # under 0.7 px: a thinner line, warped onto the pixel grid at a slant, beaded along the shaft every
+        # 1/tan(angle) px as it crossed pixel rows (the peak pixel 1 to 0.6 of the line's power)
+        sig_u = max(sig_u, min(SIG_MIN_PX, SIG_MIN_RES * self.psf.axial_res_px), 0.7)
         # at steep incidence there is no specular path: the front and back walls scatter alike (diffusely) and the
         # lumen's round trips no longer return to the probe (no comet tail)
-        back = self.back_wall * wsh + (0.5 + self.back_wall) * (1.0 - wsh)
+        # (the back wall still fainter: the front wall and the lumen shade it)
+        back = BACK_SCALE * self.back_wall * wsh + (0.2 + 0.5 * self.back_wall) * (1.0 - wsh)
         decay = self.reverb_decay * wsh
         r = self.width_px / 2
         spacing = max(self.id_px, 1.5)
@@ -74,9 +108,11 @@ class NeedleEchoMixin:
         o_k = (pts - P0) @ nc
         omin, omax = float(min(o_k.min(), 0)), float(max(o_k.max(), 0))
         u_top = r + 3 * sig_u + 2 - omin
-        u_bot = -r + (count + 1) * spacing + 3 * sig_u * math.sqrt(1 + self.tail_spread * count) + 2 + omax
+        u_bot = -r + (count + 1) * spacing + 3 * repeat_sigma(sig_u, spacing, self.tail_spread * wsh, count + 1) \
+            + 2 + omax
+        tail_max = TAIL_MAX_MM / probe.sp
         if count > 0 and self.tail_haze * wsh > 0:      # the diffuse tail, to 1e-4 of its start (40 dB)
-            u_bot = max(u_bot, -r + spacing + 9.2 * tail_length(spacing, max(decay, 1e-3)) + omax)
+            u_bot = max(u_bot, -r + spacing + 9.2 * min(tail_length(spacing, max(decay, 1e-3)), tail_max) + omax)
         t_pad = 3 * self.psf.sigma_lat_focus_px + 2
         tg = np.arange(-t_pad, L + t_pad + 1, 1.0)
         ug = np.arange(-u_top, u_bot + 1, 1.0)
@@ -88,16 +124,19 @@ class NeedleEchoMixin:
             uu = ug[:, None] - off[None, :]
         else:
             uu = ug[:, None]
-        # each repeat broken into fragments: an independent slice of the needle's fixed speckle texture
-        th, tw_ = self.needle_tex.shape
+        # texture fixed on the needle (columns: distance from the tip), smooth over about a millimetre along the
+        # shaft: a gentle one on the front wall, its own on the back wall, and a 2D one (rows: depth below the
+        # strip's top) over the comet tail, so that the repeats differ from each other and from the walls
+        z = self._needle_texture()
+        th, tw_ = z.shape
         cols = np.clip((s_tip - (ss[idx[0]] + tg)).astype(int), 0, tw_ - 1)
-        frag = [self.needle_tex[(17 * (k + 1)) % th, cols][None, :] ** 1.5 for k in range(count + 1)]
-        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, self.fill, frag, self.tail_spread * wsh,
-                             self.tail_haze * wsh)
-        strip = prof * pw_t[None, :]
-        # texture: rows = u (clipped to the texture height), columns = distance from the tip
         rows = np.clip((ug - ug[0]).astype(int), 0, th - 1)
-        strip *= self.needle_tex[rows[:, None], cols[None, :]]
+        t_front = np.exp(TEX_FRONT * z[th - 1, cols] - 0.5 * TEX_FRONT ** 2)[None, :]
+        t_back = np.exp(TEX_BACK * z[th // 2, cols] - 0.5 * TEX_BACK ** 2)[None, :]
+        t_tail = np.exp(TEX_TAIL * z[rows[:, None], cols[None, :]] - 0.5 * TEX_TAIL ** 2)
+        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, LUMEN_FILL * self.fill,
+                             (t_front, t_back, t_tail), self.tail_spread * wsh, self.tail_haze * wsh, tail_max)
+        strip = prof * pw_t[None, :]
         if tip_pow > 0:
             # the bevel's echo: the bevel face (a third of its length, about one outer diameter, at the tip) blurred
             # by the PSF along the shaft (lateral resolution where the shaft runs across the beam, axial where it
