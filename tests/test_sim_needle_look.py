@@ -102,7 +102,7 @@ def cases():
 
 def test_tail_texture_smooth_along_the_shaft(cases):
     r = [along_shaft_roughness(it, nd) for it, nd in cases]
-    # old renderer (f7f389d): 0.29-0.52, median 0.36 (a Rician pixel texture on every repeat); now 0.06-0.10:
+    # old renderer (f7f389d): 0.29-0.52, median 0.36 (a Rician pixel texture on every repeat); now 0.09-0.13:
     # the texture varies over about a millimetre along the shaft
     assert np.median(r) < 0.15, r
     assert max(r) < 0.25, r
@@ -110,7 +110,7 @@ def test_tail_texture_smooth_along_the_shaft(cases):
 
 def test_no_comb_of_equal_repeats_below_the_back_wall(cases):
     c = [comb_depth_db(it, nd) for it, nd in cases]
-    # old renderer (f7f389d): repeats 5.2-12 dB over the troughs before them, median 7.9; now 0.6-2.7 dB, median
-    # 1.8: they are soft swells on the decaying tail
+    # old renderer (f7f389d): repeats 5.2-12 dB over the troughs before them, median 7.9; now 0.4-2.7 dB, median
+    # 0.9: they are soft swells on the decaying tail
     assert np.median(c) < 3.0, c
     assert max(c) < 5.0, c

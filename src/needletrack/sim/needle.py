@@ -83,10 +83,10 @@ def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: 
     (``spacing``) deeper, echoes ``back_wall`` times as bright, as thin. ``fill``: faint echo from inside the lumen.
 
     Below it, a comet tail, not a ladder (seventh pass). The lumen's round trips still repeat every ``spacing``,
-    but the clean repeats lose more than the back-wall echo did (amplitude ratio ``decay ** 2.5`` per round trip:
+    but the clean repeats lose more than the back-wall echo did (amplitude ratio ``decay ** 3`` per round trip:
     the curved lumen sends most of each bounce away from the probe) and each is spread along the beam in
     proportion to its extra path (:func:`repeat_sigma`: the k-th round trip through a cylinder of diameter
-    ``spacing`` is smeared over ``g (k - 1) spacing``, ``g`` = 0.25-0.5 from ``spread``, energy kept). What they
+    ``spacing`` is smeared over ``g (k - 1) spacing``, ``g`` = 0.15-0.4 from ``spread``, energy kept). What they
     lose feeds a diffuse tail (multiple paths through the wall and lumen that do not return as one clean repeat):
     ``haze`` times the back wall's echo at the back wall, falling by ``decay ** 2`` per round trip
     (:func:`tail_length`, at most ``tail_max`` px), so the repeats are soft swells on a continuous, decaying
@@ -104,7 +104,7 @@ def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: 
     out = out + (back_wall * t_back) * np.exp((-1.0 / sig ** 2) * (u0 - spacing) ** 2)
     n = int(count) + 1
     tail = None
-    d2 = max(decay, 0.0) ** 2.5
+    d2 = max(decay, 0.0) ** 3
     amp = back_wall * d2
     for k in range(2, n + 1):
         if amp <= 0:
@@ -126,14 +126,14 @@ def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: 
 
 def repeat_sigma(sigma: float, spacing: float, spread: float, k: int) -> float:
     """Width (px, along the beam) of the k-th echo below the front wall (k = 1: the back wall, as thin as the front
-    wall); later round trips are smeared over ``g (k - 1) spacing``, ``g = 0.25 + 0.25 spread``."""
-    g = 0.25 + 0.25 * max(spread, 0.0)
+    wall); later round trips are smeared over ``g (k - 1) spacing``, ``g = 0.15 + 0.25 spread``."""
+    g = 0.15 + 0.25 * max(spread, 0.0)
     return math.hypot(sigma, g * max(k - 1, 0) * spacing)
 
 
 def tail_length(spacing: float, decay: float) -> float:
     """The e-folding length (px) of the comet tail's diffuse part: its amplitude falls by ``decay ** 2`` per
-    round trip (the clean repeats by ``decay ** 2.5``: what they lose feeds the diffuse paths)."""
+    round trip (the clean repeats by ``decay ** 3``: what they lose feeds the diffuse paths)."""
     return spacing / (2.0 * max(-math.log(max(decay, 1e-3)), 0.7))
 
 

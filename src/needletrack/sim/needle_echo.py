@@ -15,7 +15,7 @@ from needletrack.sim.needle import (
 # TEX_MM along the shaft (and over about the axial resolution along the beam), standardized; the front wall, back
 # wall and comet tail take it with these log-amplitudes (std of ln power)
 TEX_MM = 0.6
-TEX_FRONT, TEX_BACK, TEX_TAIL = 0.25, 0.55, 0.6
+TEX_FRONT, TEX_BACK, TEX_TAIL = 0.25, 0.55, 0.9
 # the lumen's own echo (fluid: nearly anechoic) at a tenth of the drawn ``fill`` (0-0.04): at 0.04 it was 14 dB
 # under the front wall, and with the walls it saturated into a solid bar as wide as the needle at high gain
 LUMEN_FILL = 0.1
