@@ -21,7 +21,7 @@ TEX_FRONT, TEX_BACK, TEX_TAIL = 0.25, 0.55, 0.9
 LUMEN_FILL = 0.1
 # the back wall at shallow incidence: 0.6x the drawn 0.1-0.4 (the wall and the lumen's fluid lose most of the pulse)
 BACK_SCALE = 0.6
-# the diffuse tail's e-folding length at most 0.2 mm: with a wide lumen (18 G, 12 px round trips) it glowed as
+# the diffuse tail's e-folding length at most 0.2 mm: with a wide lumen (16 G, 12 px round trips) it glowed as
 # a uniform band 2-3 mm deep under the shaft
 TAIL_MAX_MM = 0.2
 SIG_MIN_PX, SIG_MIN_RES = 1.1, 0.75
