@@ -120,6 +120,7 @@ class StartConfirmer:
             flow = cv2.calcOpticalFlowFarneback(u8[0], u8[1], None, 0.5, 3, 5, 3, 5, 1.1, 0)
             flow = cv2.resize(flow, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR) / k
         off = cfg.confirm_offset_frac * diag
+        k = max(1, cfg.motion_frames)
         matched: set[int] = set()
         for c in sorted(cands, key=lambda c: -c["cnr"] * c["length"]):
             rel, own = (np.asarray(axial_flow(flow, c, diag)) / diag) if flow is not None else (0.0, 0.0)
@@ -130,10 +131,9 @@ class StartConfirmer:
                 self._tracks.append(t)
             matched.add(id(t))
             t.update(last=i, c=c)
-            t["rel"].append(float(rel))
-            t["own"].append(float(own))
+            t["rel"] = (t["rel"] + [float(rel)])[-k:]      # only the last k frames are tested: a line followed
+            t["own"] = (t["own"] + [float(own)])[-k:]      # through an endless search keeps constant memory
         self._tracks = [t for t in self._tracks if t["last"] == i]
-        k = max(1, cfg.motion_frames)
         ok = [t for t in self._tracks if len(t["rel"]) >= k and sum(t["rel"][-k:]) >= cfg.motion_min_advance_frac
               and sum(r > cfg.motion_step_frac for r in t["rel"][-k:]) >= cfg.motion_min_steps
               and sum(t["own"][-k:]) >= cfg.motion_min_own_frac]
