@@ -68,3 +68,11 @@ def test_cli_with_real_backgrounds(tmp_path, backgrounds_dir):
                  str(backgrounds_dir), "--no-progress"]) == 0
     seq = read_sequence(list_sequences(out)[0])
     assert "real background" in seq.meta["source"]
+
+
+def test_cli_bench_preset(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["simulate", str(out), "--sequences", "1", "--frames", "2", "--size", "96", "--seed", "1",
+                 "--preset", "bench", "--no-progress"]) == 0
+    seq = read_sequence(list_sequences(out)[0])
+    assert seq.meta["preset"] == "bench" and len(seq) == 2

@@ -34,6 +34,8 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(p) -> None:
+    from needletrack.sim.config import PRESETS
+
     p.add_argument("out_root", metavar="OUT_ROOT", help="output folder (one sub-folder per sequence)")
     p.add_argument("--sequences", type=_positive, default=4, help="number of sequences (default 4)")
     p.add_argument("--frames", type=_positive, default=50, help="frames per sequence (default 50)")
@@ -43,8 +45,9 @@ def add_arguments(p) -> None:
                    help="folder of real ultrasound frames (images/ + masks/ + index.json, or flat) to use as tissue")
     p.add_argument("--real-fraction", type=float, default=1.0,
                    help="with --backgrounds: share of sequences on a real background (default 1.0)")
-    p.add_argument("--preset", choices=["easy", "clinical", "hard"], default="clinical",
-                   help="difficulty (default clinical, paper-like)")
+    p.add_argument("--preset", choices=list(PRESETS), default="clinical",
+                   help="difficulty or scene (default clinical, paper-like; bench: a needle in water or gel over a "
+                        "tissue block, as bench recordings look)")
     p.add_argument("--frame-step", type=_positive, default=None,
                    help="output every k-th frame of the 25 fps acquisition (default: random, 1 or 5-10 as in the paper)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty OUT_ROOT")
