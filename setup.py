@@ -1,8 +1,9 @@
-"""Build hook: copy the shipped configs and default weights into the wheel as package data.
+"""Build hook: copy the shipped configs, default weights and detector into the wheel as package data.
 
 The repository's ``configs/`` and ``weights/`` stay the source of truth (the code reads them there in a
 source checkout, see ``src/needletrack/resources.py``); a wheel gets copies under ``needletrack/_data/``.
-Only ``weights/default.safetensors`` ships, not the other weights files. Everything else is in pyproject.toml.
+Only ``weights/default.safetensors`` (the tracking model) and ``weights/detector.safetensors`` (the learned
+single-frame detector) ship, not the other weights files. Everything else is in pyproject.toml.
 """
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = (("configs", "**/*.yaml"), ("weights", "default.safetensors"))   # (folder, glob); see MANIFEST.in
+SHIPPED = (("configs", "**/*.yaml"), ("weights", "default.safetensors"),
+           ("weights", "detector.safetensors"))   # (folder, glob); see MANIFEST.in
 
 
 class BuildPyWithData(build_py):

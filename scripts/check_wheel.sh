@@ -42,14 +42,16 @@ iso=()
 "$PYTHON" -m pip wheel -q --no-deps "${iso[@]}" "$TMP/src" -w "$TMP/dist"
 WHEEL=$(ls "$TMP"/dist/*.whl)
 echo "check_wheel: built $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
-for f in needletrack/_data/weights/default.safetensors needletrack/_data/configs/tables/quick.yaml \
+for f in needletrack/_data/weights/default.safetensors needletrack/_data/weights/detector.safetensors \
+         needletrack/_data/configs/tables/quick.yaml \
          needletrack/_data/configs/models/stnan.yaml needletrack/serve/static/index.html needletrack/data/splits.json; do
   "$PYTHON" - "$WHEEL" "$f" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 if sys.argv[2] not in names:
     sys.exit(f"check_wheel: the wheel lacks {sys.argv[2]}")
-extra = sorted(n for n in names if n.startswith("needletrack/_data/weights/") and not n.endswith("/default.safetensors"))
+extra = sorted(n for n in names if n.startswith("needletrack/_data/weights/")
+               and not n.endswith(("/default.safetensors", "/detector.safetensors")))
 if extra:
     sys.exit(f"check_wheel: the wheel carries weights it should not: {extra}")
 PY
@@ -88,6 +90,7 @@ venv = Path(sys.argv[1]).resolve()
 where = Path(needletrack.__file__).resolve()
 assert venv in where.parents, f"needletrack imported from {where}, not from the wheel in {venv}"
 assert (weights_dir() / "default.safetensors").is_file(), weights_dir()
+assert (weights_dir() / "detector.safetensors").is_file(), weights_dir()
 assert (CONFIG_DIR / "quick.yaml").is_file(), CONFIG_DIR
 print(f"check_wheel: needletrack from {where.parent}; weights {weights_dir()}; tables configs {CONFIG_DIR}")
 PY

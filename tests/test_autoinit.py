@@ -90,11 +90,11 @@ def test_tracker_auto_waits_for_the_needle():
 
     h, w = 120, 160
     img, m, *_ = needle_frame(35, h=h, w=w, seed=12, bright=255)     # CNR 4.3
-    off = Tracker(build_model("stnan_tiny"))
+    off = Tracker(build_model("stnan_tiny"), detector=None)
     for k in range(8):
         r = off.step(img, auto=(k == 0))
         assert not off.initialised and r.source == "search", k
-    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=AutoInitConfig(held_start=True))
+    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=AutoInitConfig(held_start=True), detector=None)
     blank = [speckle(h, w, 50 + i).astype(np.uint8) for i in range(3)]
     r = tr.step(blank[0], auto=True)
     assert r.source == "search" and not r.visible and not tr.initialised
@@ -120,7 +120,7 @@ def test_auto_start_declines_a_line_that_does_not_hold():
     """A confident line seen in one frame only (then something else) never starts a track, even by the held rule."""
     from needletrack.models import build_model
 
-    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=AutoInitConfig(held_start=True))
+    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=AutoInitConfig(held_start=True), detector=None)
     h, w = 120, 160
     a, *_ = needle_frame(35, h=h, w=w, seed=12, bright=255)     # CNR 4.3: would start if it held
     b = speckle(h, w, 7).astype(np.uint8)

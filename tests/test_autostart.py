@@ -1,5 +1,6 @@
-"""Auto start: an entering needle is found within a few frames; a bright line that does not come in from the
-image's edge (a tissue interface inside the image) is declined however long it holds."""
+"""Auto start by the training-free rules (``Tracker(detector=None)``, as without the learned detector's weights):
+an entering needle is found within a few frames; a bright line that does not come in from the image's edge (a
+tissue interface inside the image) is declined however long it holds. The learned rule: tests/test_detector.py."""
 import math
 
 import cv2
@@ -40,7 +41,7 @@ def floating(k, h=120, w=160, angle=35.0):
 def test_entering_needle_is_found_within_five_frames():
     from needletrack.models import build_model
 
-    tr = Tracker(build_model("stnan_tiny"))
+    tr = Tracker(build_model("stnan_tiny"), detector=None)
     for k in range(8):
         img, m = entering(k)
         r = tr.step(img, auto=(k == 0))
@@ -59,7 +60,7 @@ def test_a_line_inside_the_image_is_declined_however_long_it_holds():
     # from where a needle comes in
     assert find_needle_line(img, AutoInitConfig(max_edge_frac=1.0)) is not None
     assert find_needle_line(img) is None
-    tr = Tracker(build_model("stnan_tiny"))
+    tr = Tracker(build_model("stnan_tiny"), detector=None)
     for k in range(10):
         r = tr.step(floating(k)[0], auto=(k == 0))
         assert not tr.initialised and not r.visible and r.source == "search", k
@@ -101,7 +102,7 @@ def dashed_needle(k, speed=6.0, shift=0, h=160, w=200, angle=30.0, bright=260.0,
 def run_auto(frames, cfg=None):
     from needletrack.models import build_model
 
-    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=cfg)
+    tr = Tracker(build_model("stnan_tiny"), autoinit_cfg=cfg, detector=None)
     for k, f in enumerate(frames):
         r = tr.step(f, auto=(k == 0))
         if tr.initialised:
@@ -148,7 +149,7 @@ def test_an_unconfirmed_start_that_loses_the_needle_searches_again():
     torch.manual_seed(0)            # an untrained model: its output must not depend on the tests run before
     model = build_model("stnan_tiny")
     blank = np.full((120, 160), 70, np.uint8)     # no line at all: nothing to carry, nothing to fit
-    tr = Tracker(model, search_again_after=4)
+    tr = Tracker(model, search_again_after=4, detector=None)
     k = 0
     while not tr.initialised and k < 8:
         tr.step(entering(k)[0], auto=(k == 0))
@@ -165,11 +166,11 @@ def test_an_unconfirmed_start_that_loses_the_needle_searches_again():
             break
     assert tr.initialised and r.source == "prompt" and not r.confirmed and k2 <= 4
     # a person's prompt is never dropped for a search
-    tr = Tracker(model, search_again_after=2)
+    tr = Tracker(model, search_again_after=2, detector=None)
     img, m = entering(3)
     tr.step(img, mask=m)
     for _ in range(6):
         tr.step(blank)
     assert tr.initialised and not tr.searching
     with pytest.raises(NeedletrackError):
-        Tracker(model, search_again_after=0)
+        Tracker(model, search_again_after=0, detector=None)

@@ -108,6 +108,20 @@ class AutoInitConfig:
     motion_min_steps: int = 2
     motion_min_own_frac: float = 0.0
     motion_flow_scale: float = 0.5       # Farneback flow on the work image shrunk by this factor
+    # the learned rule ("seen", where weights/detector.safetensors exists): the learned single-frame detector
+    # (needletrack.track.detector) finds a segment with ridge probability >= ``learned_min_score`` in
+    # ``learned_frames`` consecutive frames, the same line each time (``confirm_deg``, ``confirm_offset_frac``),
+    # at least ``learned_min_length_frac`` of the diagonal long, its shallow end within ``learned_max_edge_frac``
+    # of the diagonal of the imaged region's border (None: anywhere)
+    # (chosen on validation, docs/tracker.md "The learned single-frame detector"). Where the detector is loaded,
+    # the training-free rules above run beside it only with ``training_free_with_learned`` (they found no clip
+    # that it did not, and cost 30-40 ms per searching frame)
+    learned_start: bool = True
+    learned_frames: int = 2
+    learned_min_score: float = 0.97
+    learned_min_length_frac: float = 0.1
+    learned_max_edge_frac: float | None = 0.1
+    training_free_with_learned: bool = False
 
 
 @functools.lru_cache(maxsize=256)

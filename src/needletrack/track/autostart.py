@@ -1,8 +1,16 @@
 """Starting a track: the rules by which an unprompted start (``auto=True``) declines rather than guesses, and
-the shaft width of a line prompt. The detector itself is :mod:`needletrack.track.autoinit`.
+the shaft width of a line prompt. The training-free detector is :mod:`needletrack.track.autoinit`, the learned
+one :mod:`needletrack.track.detector`.
 
-:class:`StartConfirmer` takes a line once either rule holds (``AutoInitConfig``; chosen on the harness's
-validation sets, docs/tracker.md):
+:class:`StartConfirmer` takes a line once a rule holds (``AutoInitConfig``; chosen on the harness's validation
+sets, docs/tracker.md). Where the learned detector is loaded (the shipped ``weights/detector.safetensors``):
+
+* **seen** (``learned_start``): the learned detector finds the same segment in ``learned_frames`` consecutive
+  frames, each with ridge probability >= ``learned_min_score``, long enough, coming in from the imaged region's
+  border;
+
+and the two training-free rules below only with ``training_free_with_learned``. Without the detector (no weights,
+or ``Tracker(detector=None)``):
 
 * **held** (``held_start``, off by default): the training-free detector found the same confident line
   (CNR >= ``start_min_cnr``) in ``confirm_frames`` consecutive frames;
@@ -66,8 +74,14 @@ class StartConfirmer:
     """Auto start that declines rather than guesses (see the module's docstring): ``update(frame) -> mask |
     None``; a mask only once one of the two rules holds. ``started_by``: "held" or "pushed in"."""
 
-    def __init__(self, cfg: AutoInitConfig | None = None):
+    def __init__(self, cfg: AutoInitConfig | None = None, detector=None):
+        from needletrack.track.detector import HeldSegments
+
         self.cfg = cfg or AutoInitConfig()
+        # the learned rule ("seen"): a LearnedDetector, or None (no weights, or learned_start off)
+        self.detector = detector if self.cfg.learned_start else None
+        self._seen = HeldSegments(self.cfg.learned_frames, self.cfg.confirm_deg, self.cfg.confirm_offset_frac)
+        self._prev_img = None        # the previous frame (the detector sees the change since it)
         self.history: list[NeedleLine | None] = []
         self.started_by: str | None = None
         self._prev = None            # previous work image (flow)
@@ -77,6 +91,20 @@ class StartConfirmer:
     def update(self, frame) -> np.ndarray | None:
         cfg = self.cfg
         h, w = np.asarray(frame).shape[:2]
+        if self.detector is not None:
+            img = to_float01(frame, "frame")
+            seg, prob = self.detector.find(img, prev=self._prev_img, min_score=cfg.learned_min_score,
+                                           min_length_frac=cfg.learned_min_length_frac,
+                                           max_edge_frac=cfg.learned_max_edge_frac)
+            self._prev_img = img
+            if self._seen.update(seg, math.hypot(h, w)):
+                m = self.detector.mask((h, w), seg, prob)
+                if m.any():
+                    self.started_by = "seen"
+                    return m
+        if not (cfg.held_start or cfg.motion_start) or (self.detector is not None
+                                                        and not cfg.training_free_with_learned):
+            return None
         _img, small, f = _work_image(frame, cfg)
         loose = loose_config(cfg) if cfg.motion_start else cfg
         cands = _candidates(small, loose)

@@ -69,6 +69,16 @@ class SegmentPolicy:
         if self.s.motion_prior:
             self.motion.carry(img, None)      # keep the prompt frame for the next frame's motion
 
+    def restart(self, img: np.ndarray, mask: np.ndarray) -> None:
+        """A needle found again (the tracker's learned re-detection): its segment becomes the last accepted one;
+        the width of a person's prompt is kept (a needle's outer diameter does not change)."""
+        self.last = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
+        self.pending = 0
+        self.coasted = 0
+        self.consistent = False
+        if self.s.motion_prior:
+            self.motion.carry(img, None)
+
     def decide(self, prob: np.ndarray, img: np.ndarray | None = None):
         """(mask, score, visible, segment) for one frame's probability map.
 

@@ -23,7 +23,8 @@ class TrackResult:
     raw_tip: tuple[float, float] | None = None   # unsmoothed geometry from the mask
     raw_tail: tuple[float, float] | None = None
     area_px: int = 0
-    source: str = "model"                  # "prompt" (first frame), "model", "search" (auto, nothing yet)
+    source: str = "model"                  # "prompt" (first frame), "model", "search" (auto, nothing yet),
+    #                                        "carried" (the last segment kept), "detector" (found again by it)
     memory_frames: list[int] = field(default_factory=list)
     confirmed: bool = True                 # False while an auto-found needle has not been prompted by a person
     segment_contrast: float | None = None  # policy "segment": ridge contrast of the fitted segment

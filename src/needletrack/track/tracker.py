@@ -47,7 +47,10 @@ class Tracker:
                  mask_rule: str = "union", segment_min_score: float = 0.75, motion_prior: bool = True,
                  carry_lost: bool = True, coast_min_cnr: float | None = 4.0, max_coast: int = 3,
                  extend_min_cnr: float | None = 1.0, keep_prompt_width: bool = True,
-                 search_again_after: int | None = 10, mem_cap: int | None = None):
+                 search_again_after: int | None = 10, mem_cap: int | None = None, detector="detector",
+                 redetect: bool = False, redetect_frames: int = 2, redetect_min_score: float = 0.95,
+                 redetect_min_length_frac: float = 0.1, redetect_max_edge_frac: float | None = 0.1,
+                 redetect_memory: bool = True):
         if policy not in POLICIES:
             raise NeedletrackError(f"unknown tracker policy {policy!r} (choose one of {', '.join(POLICIES)})")
         self.policy = policy
@@ -96,6 +99,22 @@ class Tracker:
         if int(memory_slots) < 2:
             raise NeedletrackError(f"memory_slots must be at least 2 (the first frame and one recent); got {memory_slots}")
         self.memory = MemoryStore(memory_slots=int(memory_slots), every=mem_every)
+        # the learned single-frame detector (needletrack.track.detector): a shipped name or path (loaded on first
+        # use; none where its weights are absent), a LearnedDetector, or None (off). It runs only on frames without
+        # a needle: the auto start's learned rule, and, off by default (it re-found no more needles on validation
+        # and cost empty-frame accuracy), re-detection of a needle that came back (``redetect``: the
+        # same segment in ``redetect_frames`` frames at ridge probability >= ``redetect_min_score``, at least
+        # ``redetect_min_length_frac`` of the diagonal long, coming in from the imaged region's border
+        # (``redetect_max_edge_frac``, None: anywhere); with ``redetect_memory`` that frame is written to memory, so
+        # the network follows the needle again)
+        self._detector_spec = detector
+        self._detector_obj = None
+        self.redetect = bool(redetect)
+        self.redetect_frames = int(redetect_frames)
+        self.redetect_min_score = float(redetect_min_score)
+        self.redetect_min_length_frac = float(redetect_min_length_frac)
+        self.redetect_max_edge_frac = None if redetect_max_edge_frac is None else float(redetect_max_edge_frac)
+        self.redetect_memory = bool(redetect_memory)
         self.kalman = TipTailKalman()
         self.reset()
 
@@ -121,6 +140,7 @@ class Tracker:
         self.searching = False          # auto mode: looking for the needle, nothing found yet
         self.first_found: int | None = None
         self.confirmed = True           # False after an auto start, until a person prompts
+        self._last_img = None           # the previous frame (the learned detector sees the change since it)
         self._forget_needle()
 
     def _forget_needle(self) -> None:
@@ -132,7 +152,27 @@ class Tracker:
         self._prev = None               # previous frame's raw features (flow)
         self._confirmer = None          # auto start: the same confident line over several frames
         self._unseen = 0                # frames in a row with no needle since the last visible one
+        from needletrack.track.detector import HeldSegments
+
+        self._redetected = HeldSegments(self.redetect_frames, 6.0, 0.015)   # re-detection: the same line held
         self.segment_policy = SegmentPolicy(self.segment_settings)   # policy "segment": its state
+
+    def detector(self):
+        """The learned detector, loaded on first use (None: off, or no weights)."""
+        spec = self._detector_spec
+        if spec is None or spec is False:
+            return None
+        if self._detector_obj is None:
+            from needletrack.track.detector import LearnedDetector
+
+            if isinstance(spec, LearnedDetector):
+                self._detector_obj = spec
+            elif LearnedDetector.available(spec):
+                self._detector_obj = LearnedDetector.from_pretrained(spec)
+            else:
+                self._detector_spec = None     # no weights: the training-free rules alone
+                return None
+        return self._detector_obj
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -178,6 +218,7 @@ class Tracker:
                 self.reset()
             raise
         self.frame_index += 1   # frames processed; a refused frame does not count
+        self._last_img = img
         return res
 
     def _search_again(self) -> None:
@@ -231,7 +272,10 @@ class Tracker:
         from needletrack.track.autostart import StartConfirmer
 
         if self._confirmer is None:
-            self._confirmer = StartConfirmer(self.autoinit_cfg)
+            from needletrack.track.autoinit import AutoInitConfig
+
+            cfg = self.autoinit_cfg or AutoInitConfig()
+            self._confirmer = StartConfirmer(cfg, detector=self.detector() if cfg.learned_start else None)
         return self._confirmer.update(img)
 
     def _start(self, img: np.ndarray, mask_b: np.ndarray) -> TrackResult:
@@ -262,12 +306,42 @@ class Tracker:
         prob_in = self.engine.segment(r, q)
         self._prev = getattr(q, "raw16", None)
         res = self._finish(img, self.letterbox.backward(prob_in), source="model")
+        if not res.visible and self.redetect and self.policy == "segment":
+            found = self._redetect(img, res)
+            if found is not None:
+                res, det_mask = found
+                # written on the first frame found again (the network then follows it), then as memory is due
+                if self.redetect_memory and (self.memory.due(i) or self._unseen > 0):
+                    m_in = np.clip(self.letterbox.forward(det_mask.astype(np.float32)), 0.0, 1.0)
+                    self.memory.add(q.key, self.engine.encode_value(x, m_in, q), i)
+                res.memory_frames = self.memory.frames
+                return res
+        elif self.redetect:
+            self._redetected.clear()
         consistent = self.segment_policy.consistent if self.policy == "segment" else True
         if res.visible and res.score >= self.mem_min_score and consistent and self.memory.due(i):
             v = self.engine.encode_value(x, prob_in, q)
             self.memory.add(q.key, v, i)
         res.memory_frames = self.memory.frames
         return res
+
+    def _redetect(self, img: np.ndarray, res: TrackResult):
+        """A frame without a needle: the learned detector's segment, once held (``redetect_frames``), becomes
+        this frame's needle and the segment policy's last one. Returns (result, mask) or None."""
+        det = self.detector()
+        if det is None:
+            return None
+        seg, dprob = det.find(img, prev=self._last_img, min_score=self.redetect_min_score,
+                              min_length_frac=self.redetect_min_length_frac, max_edge_frac=self.redetect_max_edge_frac)
+        if not self._redetected.update(seg, math.hypot(*img.shape)):
+            return None
+        mask = det.mask(img.shape, seg, dprob)
+        if not mask.any():
+            return None
+        self.segment_policy.restart(img, mask)
+        out = self._finish(img, res.prob, source="detector", given_mask=mask)
+        out.score = float(seg.score)
+        return out, mask
 
     # ------------------------------------------------------------------------------------------------------
     def _finish(self, img, prob: np.ndarray, source: str, given_mask=None) -> TrackResult:
@@ -280,7 +354,7 @@ class Tracker:
             mask = given_mask
             visible = bool(mask.any())
             score = float(prob[mask].mean()) if visible else 0.0
-            if self.policy == "segment" and visible:
+            if self.policy == "segment" and visible and source == "prompt":
                 self.segment_policy.start(img, mask, from_person=self.confirmed)
         elif self.policy == "segment" and source != "search":
             mask, score, visible, seg = self.segment_policy.decide(prob, img)
