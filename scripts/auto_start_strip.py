@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from needletrack import Tracker
     from needletrack.data.folder import list_sequences, read_sequence
     from needletrack.eval.metrics import frame_iou
-    from needletrack.track.overlay import draw_overlay
+    from needletrack.track.overlay import draw_overlay, labelled_tile
     from needletrack.utils import write_png_atomic
 
     paths = list_sequences(args.set_dir)[:args.sequences]
@@ -58,11 +58,7 @@ def main(argv=None) -> int:
                     f"IoU {frame_iou(r.mask, masks[i]):.2f}" if r.visible and masks[i].any() else
                     "shown, no needle" if r.visible else "none")
                 label = f"{seq.name[-8:]} {rule} f{i} {state}"
-                h, w = rgb.shape[:2]
-                tile = cv2.resize(rgb, (args.width, round(h * args.width / w)), interpolation=cv2.INTER_AREA)
-                band = np.zeros((18, args.width, 3), np.uint8)
-                cv2.putText(band, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (255, 255, 255), 1, cv2.LINE_AA)
-                tiles.append(np.vstack([band, tile]))
+                tiles.append(labelled_tile(rgb, label, args.width))
             rows.append(np.hstack(tiles))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]

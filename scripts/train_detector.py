@@ -36,8 +36,6 @@ def _sizes(rng, sizes):
 def build_frames(data: dict, input_size: int, seed: int, log=print):
     """(frames uint8 N×S×S, targets uint8 N×S/2×S/2, previous-frame index N (-1: a clip's first frame)) for the
     config's ``data`` section."""
-    import cv2
-
     from needletrack.data.clip_sources import RealNegativeClips, SimClips
     from needletrack.track.letterbox import Letterbox
 

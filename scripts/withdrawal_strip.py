@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from needletrack import Tracker
     from needletrack.data.folder import list_sequences, read_sequence
-    from needletrack.track.overlay import draw_overlay
+    from needletrack.track.overlay import draw_overlay, labelled_tile
     from needletrack.utils import write_png_atomic
 
     for p in list_sequences(args.set_dir):
@@ -69,11 +69,7 @@ def main(argv=None) -> int:
             label = f"{'v1 mask' if policy == 'mask' else 'v2 segment'}  f{i}  " + \
                     ("GT: needle" if masks[i].any() else "GT: withdrawn") + \
                     ("  shown" if res[i].visible else "  none")
-            h, w = rgb.shape[:2]
-            tile = cv2.resize(rgb, (args.width, round(h * args.width / w)), interpolation=cv2.INTER_AREA)
-            band = np.zeros((18, args.width, 3), np.uint8)
-            cv2.putText(band, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
-            tiles.append(np.vstack([band, tile]))
+            tiles.append(labelled_tile(rgb, label, args.width))
         rows.append(np.hstack(tiles))
     img = np.vstack(rows)
     write_png_atomic(args.out, np.ascontiguousarray(img[..., ::-1]))     # RGB -> BGR for OpenCV

@@ -39,22 +39,28 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
     return weights_dir() / f"{s}.safetensors"
 
 
-def save_model(model, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s state dict (float tensors as stored) and config to ``path`` atomically."""
+def write_weights(model, path: str | os.PathLike, fmt: str, config: dict, meta: dict[str, Any] | None) -> Path:
+    """Write ``model``'s state dict (float tensors as stored) to ``path`` atomically, with the format tag, the
+    config and the provenance ``meta`` in the safetensors header."""
     from safetensors.torch import save_file
 
     from needletrack.utils import atomic_path
 
-    cfg = getattr(model, "cfg", None)
-    if not isinstance(cfg, ModelConfig):
-        raise NeedletrackError("save_model: the model has no ModelConfig in .cfg")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"needletrack_format": FORMAT_VERSION, "needletrack_config": json.dumps(cfg.to_dict()),
+    metadata = {"needletrack_format": fmt, "needletrack_config": json.dumps(config),
                 "needletrack_meta": json.dumps(meta or {}, default=str)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
+
+
+def save_model(model, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s state dict (float tensors as stored) and config to ``path`` atomically."""
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(cfg, ModelConfig):
+        raise NeedletrackError("save_model: the model has no ModelConfig in .cfg")
+    return write_weights(model, path, FORMAT_VERSION, cfg.to_dict(), meta)
 
 
 MAX_HEADER_BYTES = 100_000_000   # safetensors' own limit on the JSON header

@@ -24,17 +24,9 @@ DETECTOR_FORMAT = "needletrack-detector-1"
 
 def save_detector(model, path, meta: dict | None = None) -> Path:
     """Write the detector's weights, config and provenance to ``path`` atomically (safetensors)."""
-    from safetensors.torch import save_file
+    from needletrack.models.weights import write_weights
 
-    from needletrack.utils import atomic_path
-
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"needletrack_format": DETECTOR_FORMAT, "needletrack_config": json.dumps(model.config_dict()),
-                "needletrack_meta": json.dumps(meta or {}, default=str)}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return path
+    return write_weights(model, path, DETECTOR_FORMAT, model.config_dict(), meta)
 
 
 def detector_path(name_or_path="detector") -> Path:

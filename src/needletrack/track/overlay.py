@@ -99,6 +99,17 @@ def draw_overlay(frame, result, alpha: float = 0.45, band: bool = True) -> np.nd
     return out
 
 
+def labelled_tile(rgb: np.ndarray, label: str, width: int) -> np.ndarray:
+    """An overlay frame shrunk to ``width`` px with a one-line label above it (the docs' overlay strips)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    tile = cv2.resize(rgb, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
+    band = np.zeros((18, width, 3), np.uint8)
+    cv2.putText(band, label, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([band, tile])
+
+
 def _dashed(img, p0, p1, color, thickness, dash: int = 8):
     import cv2
 
