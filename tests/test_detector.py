@@ -142,6 +142,11 @@ def test_two_channel_detector_sees_the_change_since_the_previous_frame():
     assert float(np.abs(p_moved - p_still).max()) > 1e-4
     with pytest.raises(ValueError, match="in_channels"):
         NeedleDetectorNet(DetectorConfig(in_channels=3))
+    # frames that do not correlate (speckle drawn afresh) carry no motion: the frame is seen alone
+    fresh = rng.random((80, 96)).astype(np.float32)
+    assert np.allclose(det.prob(a, prev=fresh), p_none, atol=1e-6)
+    det.max_change = None
+    assert float(np.abs(det.prob(a, prev=fresh) - p_none).max()) > 1e-4
 
 
 def test_shipped_detector_starts_on_simulated_needles_and_declines_needle_free_clips():
