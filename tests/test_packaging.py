@@ -54,8 +54,9 @@ def test_the_wheel_ships_configs_default_weights_and_package_files(tmp_path):
     configs = {str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")}
     assert {f"needletrack/_data/{c}" for c in configs} <= names
     assert "needletrack/_data/weights/default.safetensors" in names
-    assert [n for n in names if n.startswith("needletrack/_data/weights/")] == [
-        "needletrack/_data/weights/default.safetensors"]                 # not the training stages' weights
+    assert sorted(n for n in names if n.startswith("needletrack/_data/weights/")) == [
+        "needletrack/_data/weights/default.safetensors",                 # the tracking model and the learned
+        "needletrack/_data/weights/detector.safetensors"]                # detector, not the training stages' weights
     assert {"needletrack/data/splits.json", "needletrack/serve/static/index.html",
             "needletrack/resources.py"} <= names
     meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
