@@ -164,7 +164,7 @@ def test_shipped_detector_starts_on_simulated_needles_and_declines_needle_free_c
             r = tr.step(f, auto=(i == 0))
             if found is None and r.visible and m.any() and frame_iou(r.mask, m) >= 0.5:
                 found = i
-        assert found is not None and tr._confirmer.started_by == "seen", seed
+        assert found is not None and tr.started_by == "seen", seed
         assert not r.confirmed                     # an auto start stays unconfirmed
     tr = Tracker.from_pretrained("default", engine="torch")
     frames = simulate_sequence(20, size=256, preset="clinical", seed=5, needle="absent")

@@ -178,7 +178,7 @@ def test_needle_csv_in_mm_where_the_spacing_is_known(tmp_path, model_path, first
     assert float(r["length_mm"]) == pytest.approx(length, abs=2e-3) and r["depth_mm"] == r["tip_y_mm"]
     s = _json.loads((out / "summary.json").read_text())
     assert s["pixel_spacing_mm"] == [0.2, 0.1] and "meta.json" in s["pixel_spacing_source"]
-    assert s["confirmed"] is True
+    assert s["confirmed"] is True and s["auto_start_rule"] is None
 
 
 def test_save_prob_writes_the_raw_maps_and_a_rerun_without_it_removes_them(tmp_path, model_path, first_mask):

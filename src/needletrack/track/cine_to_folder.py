@@ -129,6 +129,7 @@ def track_to_folder(input_path, out_dir, tracker, *, first_mask=None, first_line
                 "prompt": "mask" if first_mask is not None else ("line" if first_line is not None else "auto"),
                 "first_found_frame": first_found,
                 "confirmed": bool(getattr(tracker, "confirmed", True)),
+                "auto_start_rule": getattr(tracker, "started_by", None),
                 "pixel_spacing_mm": None if spacing is None else [float(v) for v in spacing],
                 "pixel_spacing_source": spacing_source(cine) if spacing is not None else None,
                 "visible_frames": visible,

@@ -141,6 +141,7 @@ class Tracker:
         self.first_found: int | None = None
         self.confirmed = True           # False after an auto start, until a person prompts
         self._last_img = None           # the previous frame (the learned detector sees the change since it)
+        self.started_by: str | None = None   # the rule of the last auto start: "seen", "pushed in" or "held"
         self._forget_needle()
 
     def _forget_needle(self) -> None:
@@ -276,7 +277,10 @@ class Tracker:
 
             cfg = self.autoinit_cfg or AutoInitConfig()
             self._confirmer = StartConfirmer(cfg, detector=self.detector() if cfg.learned_start else None)
-        return self._confirmer.update(img)
+        found = self._confirmer.update(img)
+        if found is not None:
+            self.started_by = self._confirmer.started_by
+        return found
 
     def _start(self, img: np.ndarray, mask_b: np.ndarray) -> TrackResult:
         i = self.frame_index
