@@ -72,7 +72,7 @@ def axial_flow(flow: np.ndarray, cand: dict, diag: float) -> tuple[float, float]
 
 class StartConfirmer:
     """Auto start that declines rather than guesses (see the module's docstring): ``update(frame) -> mask |
-    None``; a mask only once one of the two rules holds. ``started_by``: "held" or "pushed in"."""
+    None``; a mask only once one of the rules holds. ``started_by``: "seen", "held" or "pushed in"."""
 
     def __init__(self, cfg: AutoInitConfig | None = None, detector=None):
         from needletrack.track.detector import HeldSegments

@@ -63,21 +63,20 @@ class SegmentPolicy:
         """The prompt frame: its mask is the first accepted segment. A person's prompt shows the needle's full
         width (its outer diameter, which does not change), while the network's ridge is often narrower (the echo
         is the front wall), so that width is kept for the segments of later frames; an auto start is not."""
-        self.last = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
+        self.restart(img, mask)
         if self.s.keep_prompt_width and from_person and self.last is not None:
             self.prompt_width = self.last.width
-        if self.s.motion_prior:
-            self.motion.carry(img, None)      # keep the prompt frame for the next frame's motion
 
     def restart(self, img: np.ndarray, mask: np.ndarray) -> None:
-        """A needle found again (the tracker's learned re-detection): its segment becomes the last accepted one;
-        the width of a person's prompt is kept (a needle's outer diameter does not change)."""
+        """The mask's segment becomes the last accepted one (the prompt frame, or a needle found again by the
+        tracker's learned re-detection, which keeps the width of a person's prompt: a needle's outer diameter
+        does not change)."""
         self.last = fit_segment_scaled(mask.astype(np.float32), None, 0.5, 0.5)
         self.pending = 0
         self.coasted = 0
         self.consistent = False
         if self.s.motion_prior:
-            self.motion.carry(img, None)
+            self.motion.carry(img, None)      # keep this frame for the next frame's motion
 
     def decide(self, prob: np.ndarray, img: np.ndarray | None = None):
         """(mask, score, visible, segment) for one frame's probability map.
