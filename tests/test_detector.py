@@ -113,7 +113,16 @@ def test_tracker_redetects_a_needle_that_came_back():
     def run(**kw):
         tr = Tracker(ScriptedEngine(list(seq)), mem_every=5, **kw)
         tr.step(dark, mask=line)
-        return tr, [tr.step(f) for f in frames]
+        steps = []                                   # the tip/tail filter's steps, frame by frame
+        for name in ("predict", "update"):
+            orig = getattr(tr.kalman, name)
+            setattr(tr.kalman, name, lambda *a, _o=orig, _n=name, **k: (steps.append(_n), _o(*a, **k))[1])
+        out = []
+        for f in frames:
+            n = len(steps)
+            out.append(tr.step(f))
+            assert len(steps) - n == 1, steps[n:]    # one filter step per frame, re-detected frames included
+        return tr, out
 
     tr, res = run(detector=LearnedDetector(LineNet((4, 10), (56, 40))), redetect=True, redetect_frames=2)
     assert [r.visible for r in res] == [True, True, False, False, False, False, False, True, True, True]
@@ -169,3 +178,24 @@ def test_shipped_detector_starts_on_simulated_needles_and_declines_needle_free_c
     tr = Tracker.from_pretrained("default", engine="torch")
     frames = simulate_sequence(20, size=256, preset="clinical", seed=5, needle="absent")
     assert not any(tr.step(f, auto=(i == 0)).visible for i, (f, _m, _n) in enumerate(frames))
+
+
+def test_previous_frame_is_letterboxed_once_and_a_reused_buffer_is_not_mistaken(monkeypatch):
+    torch.manual_seed(0)
+    det = LearnedDetector(NeedleDetectorNet(DetectorConfig(input_size=64, in_channels=2)).eval())
+    rng = np.random.default_rng(1)
+    a = rng.random((80, 96)).astype(np.float32)
+    b = np.clip(a + 0.05 * (rng.random((80, 96)) - 0.5), 0, 1).astype(np.float32)
+    fresh = LearnedDetector(det.model).prob(b, prev=a)         # no history: both frames letterboxed here
+    det.prob(a)
+    calls = []
+    from needletrack.track.letterbox import Letterbox
+
+    orig = Letterbox.forward
+    monkeypatch.setattr(Letterbox, "forward", lambda self, z: (calls.append(1), orig(self, z))[1])
+    assert np.allclose(det.prob(b, prev=a), fresh, atol=1e-6) and len(calls) == 1   # a: the kept copy
+    buf = b.copy()
+    det.prob(buf)
+    buf[:] = a                                                  # the caller's buffer written over in place
+    calls.clear()
+    assert np.allclose(det.prob(b, prev=buf), fresh, atol=1e-6) and len(calls) == 2

@@ -80,6 +80,7 @@ class LearnedDetector:
         # as on a stream's first frame. Simulator v3's val clips stay below 0.083 (their 99th centile 0.03-0.08)
         self.max_change = max_change
         self._lb = None
+        self._last = None            # (the last call's frame, its letterboxed tensor)
 
     @classmethod
     def from_pretrained(cls, name_or_path="detector", **kwargs) -> "LearnedDetector":
@@ -101,12 +102,17 @@ class LearnedDetector:
         img = np.asarray(img, dtype=np.float32)
         if self._lb is None or self._lb.frame_hw != img.shape:
             self._lb = Letterbox(img.shape, (self.size, self.size))
+            self._last = None
         x = torch.from_numpy(self._lb.forward(img))[None, None]
         xp = None
         if prev is not None and np.shape(prev) == img.shape and self.model.cfg.in_channels > 1:
             prev = np.asarray(prev, dtype=np.float32)
             if self.max_change is None or frame_change(img, prev) <= self.max_change:
-                xp = torch.from_numpy(self._lb.forward(prev))[None, None]
+                # a stream's previous frame is the last call's frame: its letterboxed copy is kept (a copy of
+                # the frame beside it, so a caller's buffer written over in place is not mistaken for it)
+                same = self._last is not None and np.array_equal(prev, self._last[0])
+                xp = self._last[1] if same else torch.from_numpy(self._lb.forward(prev))[None, None]
+        self._last = (img.copy(), x)
         x = detector_input(x, xp, int(self.model.cfg.in_channels))
         old = torch.get_num_threads()
         if self.threads:

@@ -309,11 +309,16 @@ class Tracker:
         r = self.engine.read_memory(keys, vals, q, valid=valid, top_k=self.top_k)
         prob_in = self.engine.segment(r, q)
         self._prev = getattr(q, "raw16", None)
-        res = self._finish(img, self.letterbox.backward(prob_in), source="model")
-        if not res.visible and self.redetect and self.policy == "segment":
-            found = self._redetect(img, res)
+        prob = np.clip(np.asarray(self.letterbox.backward(prob_in), dtype=np.float32), 0.0, 1.0)
+        decision = self._decide(img, prob, source="model")
+        if not decision[2] and self.redetect and self.policy == "segment":
+            found = self._redetect(img)
             if found is not None:
-                res, det_mask = found
+                det_mask, det_score = found
+                # one decision per frame: the Kalman filter of the tip and tail steps once
+                decision = self._decide(img, prob, source="detector", given_mask=det_mask)
+                res = self._result(img, prob, *decision)
+                res.score = det_score
                 # written on the first frame found again (the network then follows it), then as memory is due
                 if self.redetect_memory and (self.memory.due(i) or self._unseen > 0):
                     m_in = np.clip(self.letterbox.forward(det_mask.astype(np.float32)), 0.0, 1.0)
@@ -322,6 +327,7 @@ class Tracker:
                 return res
         elif self.redetect:
             self._redetected.clear()
+        res = self._result(img, prob, *decision)
         consistent = self.segment_policy.consistent if self.policy == "segment" else True
         if res.visible and res.score >= self.mem_min_score and consistent and self.memory.due(i):
             v = self.engine.encode_value(x, prob_in, q)
@@ -329,9 +335,9 @@ class Tracker:
         res.memory_frames = self.memory.frames
         return res
 
-    def _redetect(self, img: np.ndarray, res: TrackResult):
+    def _redetect(self, img: np.ndarray):
         """A frame without a needle: the learned detector's segment, once held (``redetect_frames``), becomes
-        this frame's needle and the segment policy's last one. Returns (result, mask) or None."""
+        this frame's needle and the segment policy's last one. Returns (mask, ridge score) or None."""
         det = self.detector()
         if det is None:
             return None
@@ -343,16 +349,17 @@ class Tracker:
         if not mask.any():
             return None
         self.segment_policy.restart(img, mask)
-        out = self._finish(img, res.prob, source="detector", given_mask=mask)
-        out.score = float(seg.score)
-        return out, mask
+        return mask, float(seg.score)
 
     # ------------------------------------------------------------------------------------------------------
     def _finish(self, img, prob: np.ndarray, source: str, given_mask=None) -> TrackResult:
-        from needletrack.geometry import needle_from_mask
-
-        i = self.frame_index
         prob = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
+        return self._result(img, prob, *self._decide(img, prob, source, given_mask))
+
+    def _decide(self, img, prob: np.ndarray, source: str, given_mask=None):
+        """This frame's needle from its probability map (clipped to [0, 1]) or a given mask: (mask, score,
+        visible, segment or None, source); the policy's state moves on, the tip/tail filter does not. ``prob``:
+        float32 in [0, 1] (as :meth:`_finish` makes it)."""
         seg = None
         if given_mask is not None:
             mask = given_mask
@@ -366,6 +373,14 @@ class Tracker:
                 source = "carried"
         else:
             mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
+        return mask, score, visible, seg, source
+
+    def _result(self, img, prob: np.ndarray, mask, score, visible, seg, source) -> TrackResult:
+        """The frame's result from its decision (:meth:`_decide`): geometry, the tip/tail filter's one step,
+        the predicted path."""
+        from needletrack.geometry import needle_from_mask
+
+        i = self.frame_index
         area = int(mask.sum()) if visible else 0
         if not visible:
             mask = np.zeros_like(mask, dtype=bool)
