@@ -194,11 +194,11 @@ class IgtlSession:
             if self.config.auto_init:
                 kwargs = {"auto": True}
             else:
-                self._count("skipped")
-                if not self._waiting_logged:
+                if not self._waiting_logged:     # logged before it is counted: a reader of stats() sees both
                     log.info("waiting for a first-frame prompt (label map or POINT on '%s')",
                              self.config.init_device)
                     self._waiting_logged = True
+                self._count("skipped")
                 return None
         t0 = time.monotonic()
         try:
