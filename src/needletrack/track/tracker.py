@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,16 @@ from needletrack.track.result import CSV_DECIMALS, CSV_HEADER, TrackResult, pred
 
 
 POLICIES = ("segment", "mask")
+
+
+class Decision(NamedTuple):
+    """One frame's needle as the output policy decided it (before geometry and the tip/tail filter)."""
+
+    mask: np.ndarray
+    score: float
+    visible: bool
+    seg: object          # the fitted Segment (policy "segment") or None
+    source: str
 
 
 class Tracker:
@@ -311,7 +322,7 @@ class Tracker:
         self._prev = getattr(q, "raw16", None)
         prob = np.clip(np.asarray(self.letterbox.backward(prob_in), dtype=np.float32), 0.0, 1.0)
         decision = self._decide(img, prob, source="model")
-        if not decision[2] and self.redetect and self.policy == "segment":
+        if not decision.visible and self.redetect and self.policy == "segment":
             found = self._redetect(img)
             if found is not None:
                 det_mask, det_score = found
@@ -357,8 +368,8 @@ class Tracker:
         return self._result(img, prob, *self._decide(img, prob, source, given_mask))
 
     def _decide(self, img, prob: np.ndarray, source: str, given_mask=None):
-        """This frame's needle from its probability map (clipped to [0, 1]) or a given mask: (mask, score,
-        visible, segment or None, source); the policy's state moves on, the tip/tail filter does not. ``prob``:
+        """This frame's needle from its probability map (clipped to [0, 1]) or a given mask, as a
+        :class:`Decision`; the policy's state moves on, the tip/tail filter does not. ``prob``:
         float32 in [0, 1] (as :meth:`_finish` makes it)."""
         seg = None
         if given_mask is not None:
@@ -373,7 +384,7 @@ class Tracker:
                 source = "carried"
         else:
             mask, score, visible = gate_prediction(prob, self.threshold, self.min_score, self.min_area_px)
-        return mask, score, visible, seg, source
+        return Decision(mask, score, visible, seg, source)
 
     def _result(self, img, prob: np.ndarray, mask, score, visible, seg, source) -> TrackResult:
         """The frame's result from its decision (:meth:`_decide`): geometry, the tip/tail filter's one step,
