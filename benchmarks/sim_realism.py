@@ -13,6 +13,7 @@ real images (the classifier can see what it should see), and two halves of the r
     python benchmarks/sim_realism.py --out docs/results/realism          # full (about 3 min on 2 cores)
     python benchmarks/sim_realism.py --quick                              # under a minute
     python benchmarks/sim_realism.py --real-split train --quick           # the development yardstick
+    python benchmarks/sim_realism.py --real-split train --kinds clinical --explain 8   # what tells them apart
 
 ``--real-split train`` (the development yardstick): the same pinned features and classifiers against the real
 *train* split (BUSI train images, every 4th frame of the liver sweep's train blocks), the split the simulator is
@@ -116,6 +117,9 @@ def main(argv=None) -> int:
     ap.add_argument("--real-split", default="test", choices=("test", "train"),
                     help="real side: test (the report; default) or train (the development yardstick: simulated "
                          "side from the val sets, clinical+real over the val backgrounds)")
+    ap.add_argument("--explain", type=int, default=0, metavar="N",
+                    help="also print, per set, the N single features that tell simulated from real patches best "
+                         "(area under the ROC curve of each feature alone; a diagnostic, not the score)")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
 
@@ -151,6 +155,13 @@ def main(argv=None) -> int:
         res["sets"][kind] = r
         print(f"{kind:14s} RF {r['random_forest']:.3f}  LR {r['logistic_regression']:.3f}  "
               f"({r['n_a']} sim / {r['n_b']} real patches, {r['folds']} grouped folds)", flush=True)
+        if args.explain:
+            from needletrack.eval.realism import feature_report
+
+            r["explain"] = feature_report(Xs, Xr, top=args.explain)
+            for f in r["explain"]:
+                print(f"    {f['feature']:14s} AUC {f['auc_real_higher']:.3f}  median sim {f['median_sim']:.3f}  "
+                      f"real {f['median_real']:.3f}")
     if "clinical" in res["sets"] and not dev:
         c = res["sets"]["clinical"]["random_forest"]
         res["control_simulator_now"] = {"random_forest": c, "ok_if_simulator_unchanged": bool(c >= 0.85),
@@ -180,6 +191,13 @@ def to_markdown(res: dict) -> str:
         label = k + (f" (over {res.get('clinical_real_backgrounds', 'train')}-split real backgrounds)"
                      if k == "clinical+real" else "")
         lines.append(f"| {label} | {r['random_forest']:.3f} | {r['logistic_regression']:.3f} | {r['n_a']} | {r['n_b']} |")
+    for k, r in res["sets"].items():
+        if r.get("explain"):
+            lines += ["", f"**{k}: the single features that tell simulated from real best** (AUC of the feature alone, "
+                          "real the positive class: below 0.5 = lower on real patches)", "",
+                      "| feature | AUC | median sim | median real |", "|---|---|---|---|"]
+            lines += [f"| {f['feature']} | {f['auc_real_higher']:.3f} | {f['median_sim']:.3f} | {f['median_real']:.3f} |"
+                      for f in r["explain"]]
     return "\n".join(lines) + "\n"
 
 

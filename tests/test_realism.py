@@ -66,3 +66,18 @@ def test_classifier_separates_what_differs_and_not_what_does_not():
     same = R.classify(a, ga, c, gb)
     assert diff["random_forest"] > 0.95 and diff["logistic_regression"] > 0.95
     assert 0.3 < same["random_forest"] < 0.7
+
+
+def test_feature_report_names_the_feature_that_differs():
+    rng = np.random.default_rng(3)
+    a = R.patch_features(_speckle(rng, 60))
+    b = R.patch_features(np.clip(_speckle(rng, 60) * 0.5, 0, 255))     # darker: the same grain, half the grey
+    rep = R.feature_report(a, b, top=5)
+    assert len(rep) == 5 and {"feature", "auc_real_higher", "median_sim", "median_real"} <= set(rep[0])
+    assert abs(rep[0]["auc_real_higher"] - 0.5) > 0.45
+    assert abs(rep[0]["auc_real_higher"] - 0.5) >= abs(rep[-1]["auc_real_higher"] - 0.5)
+    every = {r["feature"]: r for r in R.feature_report(a, b, top=R.N_FEATURES)}
+    assert len(every) == R.N_FEATURES
+    assert every["mean"]["auc_real_higher"] < 0.05                  # lower on the "real" side, and said so
+    assert every["mean"]["median_real"] < every["mean"]["median_sim"]
+    assert abs(every["ac_x1"]["auc_real_higher"] - 0.5) < 0.2       # the grain did not change
