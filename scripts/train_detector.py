@@ -124,6 +124,7 @@ def train(cfg: dict, out: Path, cache_dir: Path, log=print) -> dict:
 
     from needletrack.models.detector import DetectorConfig, NeedleDetectorNet, detector_input
     from needletrack.track.detector import save_detector
+    from needletrack.train.losses import bce_loss, dice_loss
 
     seed = int(cfg.get("seed", 0))
     size = int(cfg.get("input_size", 256))
@@ -159,8 +160,9 @@ def train(cfg: dict, out: Path, cache_dir: Path, log=print) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(cfg.get("weight_decay", 1e-4)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))))
-    pos_weight = torch.tensor(float(cfg.get("pos_weight", 4.0)))
+    pos_weight = float(cfg.get("pos_weight", 4.0))
     curve, run = [], []
+    every = int(cfg.get("log_every", 100))
     t1 = time.time()
     model.train()
     for step in range(steps):
@@ -171,19 +173,15 @@ def train(cfg: dict, out: Path, cache_dir: Path, log=print) -> dict:
         x = detector_input(torch.from_numpy(xb)[:, None], torch.from_numpy(pb)[:, None], in_ch)
         t = torch.from_numpy(tb)[:, None]
         logits = model(x)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
-        p = torch.sigmoid(logits)
-        has = t.flatten(1).amax(1) > 0
-        inter = (p * t).flatten(1).sum(1)
-        dice = 1 - (2 * inter + 1) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + 1)
-        loss = bce + (dice[has].mean() if bool(has.any()) else 0.0 * bce)
+        bce = bce_loss(logits, t, pos_weight)
+        has = t.flatten(1).amax(1) > 0          # soft Dice over the frames that show a needle
+        loss = bce + (dice_loss(logits[has], t[has]) if bool(has.any()) else 0.0 * bce)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         run.append(float(loss.detach()))
-        every = int(cfg.get("log_every", 100))
         if (step + 1) % every == 0 or step + 1 == steps:
             curve.append([step + 1, round(float(np.mean(run)), 4)])
             log(f"step {step + 1}/{steps} loss {np.mean(run):.4f} ({time.time() - t1:.0f} s)")
