@@ -112,7 +112,8 @@ class LearnedDetector:
                 # the frame beside it, so a caller's buffer written over in place is not mistaken for it)
                 same = self._last is not None and np.array_equal(prev, self._last[0])
                 xp = self._last[1] if same else torch.from_numpy(self._lb.forward(prev))[None, None]
-        self._last = (img.copy(), x)
+        if self.model.cfg.in_channels > 1:      # kept only where a change channel will read it
+            self._last = (img.copy(), x)
         x = detector_input(x, xp, int(self.model.cfg.in_channels))
         old = torch.get_num_threads()
         if self.threads:

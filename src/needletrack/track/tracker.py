@@ -320,7 +320,7 @@ class Tracker:
         r = self.engine.read_memory(keys, vals, q, valid=valid, top_k=self.top_k)
         prob_in = self.engine.segment(r, q)
         self._prev = getattr(q, "raw16", None)
-        prob = np.clip(np.asarray(self.letterbox.backward(prob_in), dtype=np.float32), 0.0, 1.0)
+        prob = _as_prob(self.letterbox.backward(prob_in))
         decision = self._decide(img, prob, source="model")
         if not decision.visible and self.redetect and self.policy == "segment":
             found = self._redetect(img)
@@ -364,13 +364,13 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------------------------
     def _finish(self, img, prob: np.ndarray, source: str, given_mask=None) -> TrackResult:
-        prob = np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
+        prob = _as_prob(prob)
         return self._result(img, prob, *self._decide(img, prob, source, given_mask))
 
     def _decide(self, img, prob: np.ndarray, source: str, given_mask=None):
         """This frame's needle from its probability map (clipped to [0, 1]) or a given mask, as a
         :class:`Decision`; the policy's state moves on, the tip/tail filter does not. ``prob``:
-        float32 in [0, 1] (as :meth:`_finish` makes it)."""
+        float32 in [0, 1] (:func:`_as_prob`)."""
         seg = None
         if given_mask is not None:
             mask = given_mask
@@ -422,6 +422,11 @@ class Tracker:
                            angle_deg=angle, path=path, raw_tip=raw_tip, raw_tail=raw_tail, area_px=area,
                            source=source, memory_frames=self.memory.frames, confirmed=self.confirmed,
                            segment_contrast=seg.contrast if seg is not None else None)
+
+
+def _as_prob(prob) -> np.ndarray:
+    """A probability map as the output policy reads it: float32, clipped to [0, 1]."""
+    return np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0)
 
 
 def gate_prediction(prob: np.ndarray, threshold: float, min_score: float = 0.0,
