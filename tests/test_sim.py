@@ -3,6 +3,7 @@ import csv
 import math
 import random
 
+import cv2
 import numpy as np
 import pytest
 
@@ -264,9 +265,11 @@ def test_backgrounds_are_used_when_given():
     # the still picture does not become a frozen video: speckle decorrelates, structure stays
     # (measured where the picture shows: the image area has the picture's own aspect ratio, black beside it,
     # and the dark half falls to black under the bright half's reference level)
+    # (away from the needle, whose own motion between frames would pass for it; measured 0.57-0.61 grey levels)
     g = frames[1][0].astype(float)
-    shown = (f > 8) & (g > 8)
-    assert shown.mean() > 0.2 and np.abs(f - g)[shown].mean() > 1.0
+    near = cv2.dilate((frames[0][1] | frames[1][1]).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    shown = (f > 8) & (g > 8) & ~near
+    assert shown.mean() > 0.2 and np.abs(f - g)[shown].mean() > 0.3
     plain = list(simulate_sequence(1, size=128, seed=2, preset="easy"))[0][0].astype(float)
     assert abs(plain[:, :40].mean() - plain[:, -40:].mean()) < 60
 
@@ -299,3 +302,39 @@ def test_real_background_is_not_enlarged():
     hc, wc = it.probe.canvas_hw
     assert abs(wc / hc - 260 / 200) < 0.05 and wc <= 128 and hc <= 128
     assert x1 - x0 >= 0.85 * wc and y1 - y0 >= 0.85 * hc
+
+
+def test_needle_over_a_real_background_keeps_the_scanners_axial_resolution():
+    """The background's grain is the processed speckle (compounding, speckle reduction, interpolation), coarser
+    than the pulse: the synthetic speckle takes it, but the needle's specular front wall is as thin as the axial
+    resolution (issue 17: 3-4 px at 448 px in real needle frames; drawn at the grain it was a 6-14 px tube)."""
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((420, 520)).astype(np.float32)
+    grain = cv2.GaussianBlur(noise, (0, 0), sigmaX=4.0, sigmaY=3.0)     # coarse grain, 7 px axially
+    img = np.clip(70 + 25 * grain / grain.std(), 0, 255).astype(np.uint8)
+    bg = [(img, np.zeros(img.shape, bool), {"name": "grainy", "source": "test"})]
+    cfg = preset("clinical").replace(angle_deg=(8.0, 8.0), border_prob=0.0, overlay_prob=0.0, first_visible_prob=1.0,
+                                     bend_prob=0.0, tilt_deg=(0.0, 0.0), dropout=(0.0, 0.0), out_of_plane_prob=0.0,
+                                     withdraw_prob=0.0, probe_move_prob=0.0)
+    widths = []
+    for seed in range(4):
+        it = simulate_sequence(2, size=448, preset=cfg, seed=seed, needle="still", backgrounds=bg)
+        frame, mask, nd = list(it)[-1]
+        assert "real background grainy" in it.meta["source"] and nd["visible"]
+        assert it.psf.axial_res_px < 3.0
+        g = frame.astype(float)
+        xs = np.nonzero(mask.any(axis=0))[0]
+        for x in xs[xs.size // 4: 3 * xs.size // 4: 4]:
+            top = int(np.nonzero(mask[:, x])[0][0])
+            col = g[:, x]
+            bgv = float(np.median(col[max(top - 20, 0): max(top - 8, 1)]))
+            k = top - 4 + int(np.argmax(col[top - 4: top + 5]))
+            half = bgv + 0.5 * (col[k] - bgv)
+            lo, hi = k, k
+            while lo > 0 and col[lo - 1] >= half:
+                lo -= 1
+            while hi < len(col) - 1 and col[hi + 1] >= half:
+                hi += 1
+            widths.append(hi - lo + 1)
+    assert len(widths) > 20
+    assert np.median(widths) <= 7, np.median(widths)      # 5 px; 18 px when drawn at the grain

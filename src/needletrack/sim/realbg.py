@@ -85,7 +85,7 @@ class RealBackgroundMixin:
         # compounded like the scanner's own speckle (the real image's grain is already compounded)
         S = scanner.speckle_intensity(rng, img.shape, psf_img, 0, looks, 1, 1.0)
         S.append(np.ascontiguousarray(S[0][:, ::-1]))
-        psf.sigma_ax_px = float(np.clip(sa * f_img, 0.7, 4.0))
+        psf.sigma_ax_px = float(np.clip(min(sa * f_img, psf.sigma_ax_px), 0.7, 4.0))
         psf.sigma_lat_focus_px = float(np.clip(sl * f_img, 1.0, 12.0))
         dr0 = 50.0
         log_lr = img.astype(np.float32) * np.float32(dr0 / 255.0 * math.log(10.0) / 10.0)
