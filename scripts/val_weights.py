@@ -33,7 +33,9 @@ def main(argv=None) -> int:
             res = evaluate_model(load_model(w, device="cpu").eval(), vs, cfg.val, "cpu")
             ov = res["overall"]
             per = {k: round(v["iou"], 4) for k, v in res.items() if k != "overall" and isinstance(v, dict) and "iou" in v}
-            print(f"{w}: IoU {ov['iou']:.4f} Dice {ov['dice']:.4f} empty-frame acc {ov['empty_frame_accuracy']:.4f} "
+            emp = ov.get("empty_frame_accuracy")
+            emp = "n/a" if emp is None else f"{emp:.4f}"     # no needle-free frame in the sets
+            print(f"{w}: IoU {ov['iou']:.4f} Dice {ov['dice']:.4f} empty-frame acc {emp} "
                   f"per set {per} ({time.time() - t:.0f} s)", flush=True)
     except NeedletrackError as e:
         print(f"val_weights: {e}", file=sys.stderr)

@@ -85,3 +85,33 @@ def test_segment_tuning_runs_the_tracker_per_pair(monkeypatch):
     assert [(r["threshold"], r["segment_min_score"]) for r in rows] == [(0.3, 0.7), (0.5, 0.7)]
     assert all(0.0 <= r["iou"] <= 1.0 for r in rows)
     assert ship.choose(rows, 0.0) in rows
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_val_weights_scores_files_on_a_configs_validation_sets(tmp_path, capsys):
+    """scripts/val_weights.py: the same figure as training's own validation for the same weights; a missing file is
+    a one-line error with exit code 2."""
+    from needletrack.models import build_model
+    from needletrack.models.weights import load_model, save_model
+    from needletrack.train.config import load_config
+    from needletrack.train.validation import build_val_set, evaluate_model
+
+    torch.manual_seed(0)
+    w = save_model(build_model("stnan_tiny").eval(), tmp_path / "tiny.safetensors")
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text("size: 64\nval: {sequences: 1, frames: 4, presets: [easy], backgrounds: null}\n")
+    vw = _script("val_weights")
+    assert vw.main([str(cfg_path), str(w)]) == 0
+    line = capsys.readouterr().out.strip()
+    cfg = load_config(cfg_path)
+    ref = evaluate_model(load_model(w).eval(), build_val_set(cfg.val, (64, 64)), cfg.val, "cpu")["overall"]
+    assert line.startswith(f"{w}: IoU {ref['iou']:.4f}"), line
+    assert vw.main([str(cfg_path), str(tmp_path / "missing.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no weights file" in err
