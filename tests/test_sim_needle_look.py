@@ -24,10 +24,14 @@ def _sim(seed, angle=8.0, name="easy", **kw):
 
 
 def _front_wall(it, nd):
-    """The echo power ROI, the shaft's middle columns (ROI coordinates) and the front wall's fitted row there."""
+    """The echo power ROI, the shaft's middle columns (ROI coordinates) and the front wall's fitted row there
+    (behind the bevel, where the back wall and the tail end: 15 % of the visible shaft from its start to 75 %, or to
+    the bevel's heel less 3 lateral PSF widths if that comes first)."""
     (ya, yb, xa, xb), pw = it.last_needle[0]
     tail, tip = np.array(nd["tail"]), np.array(nd["tip"])
-    x0, x1 = sorted([tail[0] + 0.15 * (tip[0] - tail[0]), tail[0] + 0.75 * (tip[0] - tail[0])])
+    L = float(np.hypot(*(tip - tail)))
+    end = min(0.75, (L - it.bevel_px - 3 * it.psf.sigma_lat_focus_px) / max(L, 1e-6))
+    x0, x1 = sorted([tail[0] + 0.15 * (tip[0] - tail[0]), tail[0] + end * (tip[0] - tail[0])])
     cols = np.arange(int(np.ceil(x0)), int(x1)) - xa
     cols = cols[(cols >= 0) & (cols < pw.shape[1])]
     k0 = np.array([int(np.argmax(pw[:, c] > 0.3 * pw[:, c].max())) for c in cols], float)

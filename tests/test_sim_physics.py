@@ -174,3 +174,43 @@ def test_speckle_decorrelates_when_the_probe_moves():
     assert np.all(still == 0)
     moving = speckle_decorrelation(np.cumsum(np.full((50, 2), 0.1), axis=0), np.zeros(50), 0.3)
     assert moving[-1] > 0.5
+
+
+def _profile_across(it, nd, pw, xa, ya, t_from_tip, us):
+    """Echo power at offsets ``us`` (px along the shaft's normal, away from the probe) across the axis, ``t_from_tip``
+    px back from the tip (nearest pixel)."""
+    tail, tip = np.array(nd["tail"], float), np.array(nd["tip"], float)
+    d = (tip - tail) / np.linalg.norm(tip - tail)
+    n = np.array([-d[1], d[0]]) if d[0] >= 0 else np.array([d[1], -d[0]])    # y down: away from a top probe
+    p = tip - t_from_tip * d
+    out = []
+    for u in us:
+        q = p + u * n
+        c, r0 = int(round(q[0])) - xa, int(round(q[1])) - ya
+        out.append(float(pw[r0, c]) if 0 <= r0 < pw.shape[0] and 0 <= c < pw.shape[1] else 0.0)
+    return np.array(out)
+
+
+def test_bevel_ends_the_back_wall_before_the_tip():
+    """At a shallow angle the tube is cut by the bevel: half a bevel before the tip the front wall still echoes
+    but the back wall (one inner diameter deeper) is gone, while behind the bevel both walls show."""
+    ratios_mid, ratios_bevel = [], []
+    for seed in range(1, 13):
+        it, frames = _sim(8.0, seed, gauge=(16, 16))
+        nd = frames[-1][2]
+        if not nd["visible"]:
+            continue
+        pw, xa, ya = _power_columns(it)
+        L = float(np.hypot(*(np.array(nd["tip"]) - np.array(nd["tail"]))))
+        if L < 1.5 * it.bevel_px:
+            continue
+        r = it.width_px / 2
+        front = np.arange(-r - 2, -r + 3)              # around the front wall
+        back = front + it.id_px                         # around the back wall
+        for t, bucket in (((L + it.bevel_px) / 2, ratios_mid), (it.bevel_px / 2, ratios_bevel)):
+            f = _profile_across(it, nd, pw, xa, ya, t, front).max()
+            b = _profile_across(it, nd, pw, xa, ya, t, back).max()
+            bucket.append(b / max(f, 1e-12))
+    assert len(ratios_mid) >= 3
+    assert np.median(ratios_mid) > 0.1                  # both walls along the shaft
+    assert np.median(ratios_bevel) < 0.25 * np.median(ratios_mid)
