@@ -19,20 +19,17 @@ import numpy as np
 
 
 def crops(seeds=range(1, 7)) -> np.ndarray | None:
+    from sim_stats import _sim      # the needle rows' still, fixed-angle sequence (this script's folder)
+
     from needletrack.data import splits
-    from needletrack.sim import preset, simulate_sequence
 
     bgs = splits.background_split("train")
     if not bgs:
         return None
     tiles = []
     for seed in seeds:
-        cfg = preset("clinical").replace(angle_deg=(8.0, 8.0), border_prob=0.0, overlay_prob=0.0, convex_prob=0.0,
-                                         first_visible_prob=1.0, bend_prob=0.0, tilt_deg=(0.0, 0.0),
-                                         dropout=(0.0, 0.0), out_of_plane_prob=0.0, withdraw_prob=0.0,
-                                         probe_move_prob=0.0)
-        it = simulate_sequence(2, size=448, preset=cfg, seed=seed, needle="still", backgrounds=bgs)
-        f, m, _nd = list(it)[-1]
+        it, frames = _sim("clinical", 8.0, seed, backgrounds=bgs)
+        f, m, _nd = frames[-1]
         ys, xs = np.nonzero(m)
         cy, cx = int(ys.mean()), int(xs.mean())
         crop = np.zeros((100, 160), np.uint8)

@@ -1,4 +1,4 @@
-"""Needle contrast measured on a rendered frame."""
+"""Needle contrast and the displayed line's width, measured on a rendered frame."""
 from __future__ import annotations
 
 import math
@@ -65,3 +65,35 @@ def needle_cnr(frame: np.ndarray, mask: np.ndarray, needle: dict | None = None, 
     if sd < 1e-6:
         return math.inf if fg.mean() > bg.mean() else 0.0
     return float((fg.mean() - bg.mean()) / sd)
+
+
+def displayed_line_fwhm(frame, mask) -> list[float]:
+    """FWHM (px) of the displayed front-wall line, per column across the middle half of the labelled shaft: the
+    grey profile near the shaft's upper edge (the front wall), its peak over the tissue just above it."""
+    g = np.asarray(frame, np.float64)
+    m = np.asarray(mask, bool)
+    xs = np.nonzero(m.any(axis=0))[0]
+    out = []
+    if xs.size < 8:
+        return out
+    for x in xs[xs.size // 4: 3 * xs.size // 4]:
+        top = int(np.nonzero(m[:, x])[0][0])
+        if top < 24 or top + 10 >= g.shape[0]:
+            continue
+        col = g[:, x]
+        bg = float(np.median(col[top - 20: top - 8]))
+        k = top - 4 + int(np.argmax(col[top - 4: top + 5]))
+        peak = col[k]
+        if peak - bg < 10:                      # no visible line in this column
+            continue
+        half = bg + 0.5 * (peak - bg)
+        lo, hi = k, k
+        while lo > 0 and col[lo - 1] >= half:
+            lo -= 1
+        while hi < len(col) - 1 and col[hi + 1] >= half:
+            hi += 1
+        # sub-pixel: interpolate both half-maximum crossings
+        left = lo - (col[lo] - half) / max(col[lo] - col[lo - 1], 1e-9) if lo > 0 else float(lo)
+        right = hi + (col[hi] - half) / max(col[hi] - col[hi + 1], 1e-9) if hi < len(col) - 1 else float(hi)
+        out.append(float(right - left))
+    return out

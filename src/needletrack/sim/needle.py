@@ -75,7 +75,7 @@ def longest_run(flags: np.ndarray):
 
 def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: float, count: int,
                   back_wall: float, fill: float = 0.0, texture=None, spread: float = 0.0,
-                  haze: float = 0.0, tail_max: float = math.inf) -> np.ndarray:
+                  haze: float = 0.0, tail_max: float = math.inf, behind=None) -> np.ndarray:
     """Echo power across the shaft at signed distance ``u`` (px, positive away from the probe).
 
     The front wall is a specular line at ``-r`` as thick as the axial resolution (an amplitude pulse of
@@ -94,14 +94,17 @@ def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: 
 
     ``texture``: None or ``(front, back, tail)``, arrays broadcastable to ``u``: the front wall's, the back wall's
     and the tail's (repeats and haze) brightness factors, mean about 1 (``needle_echo`` passes textures that vary
-    over about a millimetre along the shaft, not per pixel)."""
+    over about a millimetre along the shaft, not per pixel).
+
+    ``behind``: None or a factor broadcastable to ``u`` on everything but the front wall (lumen, back wall, tail):
+    where the bevel has cut the tube away, only the front wall echoes."""
     sig = max(sigma, 0.5)
     u0 = u + r
     t_front, t_back, t_tail = texture if texture is not None else (1.0, 1.0, 1.0)
-    out = np.exp((-1.0 / sig ** 2) * u0 ** 2) * t_front   # power profile of an amplitude PSF of width sigma
+    front = np.exp((-1.0 / sig ** 2) * u0 ** 2) * t_front   # power profile of an amplitude PSF of width sigma
+    out = (back_wall * t_back) * np.exp((-1.0 / sig ** 2) * (u0 - spacing) ** 2)
     if fill > 0:
         out = out + fill * np.clip(u0 / sig + 0.5, 0, 1) * np.clip((spacing - u0) / sig + 0.5, 0, 1)
-    out = out + (back_wall * t_back) * np.exp((-1.0 / sig ** 2) * (u0 - spacing) ** 2)
     n = int(count) + 1
     tail = None
     d2 = max(decay, 0.0) ** 3
@@ -121,7 +124,9 @@ def cross_profile(u: np.ndarray, r: float, sigma: float, spacing: float, decay: 
         tail = h if tail is None else tail + h
     if tail is not None:
         out = out + tail * t_tail
-    return out
+    if behind is not None:
+        out = out * behind
+    return front + out
 
 
 def repeat_sigma(sigma: float, spacing: float, spread: float, k: int) -> float:

@@ -134,20 +134,18 @@ class NeedleEchoMixin:
         t_front = np.exp(TEX_FRONT * z[th - 1, cols] - 0.5 * TEX_FRONT ** 2)[None, :]
         t_back = np.exp(TEX_BACK * z[th // 2, cols] - 0.5 * TEX_BACK ** 2)[None, :]
         t_tail = np.exp(TEX_TAIL * z[rows[:, None], cols[None, :]] - 0.5 * TEX_TAIL ** 2)
-        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, LUMEN_FILL * self.fill,
-                             (t_front, t_back, t_tail), self.tail_spread * wsh, self.tail_haze * wsh, tail_max)
+        behind = None
         if tip_here and wsh > 0:
             # the bevel: the tube is cut obliquely, so the lumen and the back wall end along the cut (from the point,
             # on the front wall, back to the heel, one bevel length before it, on the back wall), the comet tail
             # (which needs both walls) at the heel, and only the front wall runs on to the point: the shaft ends
             # in a slanted line, not a blunt block (the specular regime, ``wsh``)
-            front = np.exp((-1.0 / max(sig_u, 0.5) ** 2) * (uu + r) ** 2) * t_front
             t_end = L - self.bevel_px * np.clip((uu + r) / max(2.0 * r, 1e-6), 0.0, 1.0)
-            heel = np.clip((t_end - tg[None, :]) / max(self.psf.sigma_lat_focus_px, 0.5) + 0.5, 0.0, 1.0)
-            heel = wsh * heel + (1.0 - wsh)
-            strip = (front + (prof - front) * heel) * pw_t[None, :]
-        else:
-            strip = prof * pw_t[None, :]
+            behind = np.clip((t_end - tg[None, :]) / max(self.psf.sigma_lat_focus_px, 0.5) + 0.5, 0.0, 1.0)
+            behind = wsh * behind + (1.0 - wsh)
+        prof = cross_profile(uu, r, sig_u, spacing, decay, count, back, LUMEN_FILL * self.fill,
+                             (t_front, t_back, t_tail), self.tail_spread * wsh, self.tail_haze * wsh, tail_max, behind)
+        strip = prof * pw_t[None, :]
         if tip_pow > 0:
             # the bevel's echo: the bevel face (a third of its length, about one outer diameter, at the tip) blurred
             # by the PSF along the shaft (lateral resolution where the shaft runs across the beam, axial where it
