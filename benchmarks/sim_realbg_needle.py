@@ -12,6 +12,7 @@ Needs the shared real data (../shared/data/us_backgrounds); prints a line and ex
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import cv2
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     if args.stack:
         parts = []
         for path, label in zip(args.stack, ("before", "after")):
-            img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            img = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
             if img is None:
                 print(f"sim_realbg_needle: cannot read {path}", file=sys.stderr)
                 return 2
